@@ -1,0 +1,210 @@
+"""Interventions: composable TransformerLens hook builders (lists of ``(name, fn)``).
+
+Step of the method: paper_spec §3.2 (function-vector injection), §4.1/§4.5/§4.6 (replace,
+mean-ablate, scale heads), §5.4 (project a head's output onto / out of a subspace), and the
+differentiable gate of gate learning (§3). Every builder returns plain hook lists, applied
+with ``model.hooks(...)`` / ``model.logits_at(..., fwd_hooks)``, which always removes them,
+even on exceptions. Positions are absolute indices, so during greedy decoding an intervention
+stays at its original position on every step.
+
+    inject:      resid[:, t] += v                                  (site blocks.ℓ.hook_resid_mid)
+    replace:     z_h[:, t] ← z_src            (through hook_z, so later layers see the change)
+    mean-ablate: z_h[:, t] ← z̄_h               scale: z_h[:, t] ← s · z_h[:, t]
+    project:     o_h ← μ + B Bᵀ(o_h − μ), applied as an additive delta on the attention output
+    gate:        z_h[:, t] ← g[l,h] · z_src + (1 − g[l,h]) · z_h[:, t]   (g carries gradients)
+
+Cost: each hook touches one position of one activation: O(batch × head × d_head).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from addk_interp.errors import AddkError
+from addk_interp.hooks.capture import z_hook_name
+
+Head = tuple[int, int]
+
+
+def default_injection_layer(n_layers: int) -> int:
+    """About one third of depth (Llama-3-8B: 32 layers -> 10, the paper's site)."""
+    return max(0, round(n_layers * 10 / 32))
+
+
+def check_heads(model, heads: Sequence[Head]) -> list[Head]:
+    out = []
+    for lh in heads:
+        try:
+            layer, head = int(lh[0]), int(lh[1])
+        except (TypeError, ValueError, IndexError):
+            raise AddkError(f"bad head {lh!r}: expected (layer, head)") from None
+        if not (0 <= layer < model.n_layers and 0 <= head < model.n_heads):
+            raise AddkError(
+                f"head L{layer}H{head} does not exist (model has {model.n_layers} layers × "
+                f"{model.n_heads} heads)"
+            )
+        out.append((layer, head))
+    return out
+
+
+def parse_heads(text: str) -> list[Head]:
+    """'15.2,15.1' or '15:2 13:6' -> [(15, 2), (15, 1)]."""
+    heads = []
+    for part in text.replace(" ", ",").split(","):
+        if not part:
+            continue
+        sep = "." if "." in part else ":"
+        try:
+            a, b = part.split(sep)
+            heads.append((int(a), int(b)))
+        except ValueError:
+            raise AddkError(f"cannot parse head {part!r}; use LAYER.HEAD, e.g. 15.2") from None
+    if not heads:
+        raise AddkError("empty head list")
+    return heads
+
+
+def resid_site(model, layer: int, site: str = "resid_mid") -> str:
+    if not 0 <= layer < model.n_layers:
+        raise AddkError(f"injection layer {layer} out of range 0..{model.n_layers - 1}")
+    if site not in ("resid_pre", "resid_mid", "resid_post"):
+        raise AddkError(f"unknown site {site!r}; use resid_pre, resid_mid or resid_post")
+    return f"blocks.{layer}.hook_{site}"
+
+
+def inject(
+    model,
+    vector: Float[Tensor, "*batch d_model"],
+    position: int,
+    layer: int,
+    site: str = "resid_mid",
+) -> list:
+    """Add ``vector`` ([d_model] or [batch, d_model]) to the residual stream at ``position``."""
+    name = resid_site(model, layer, site)
+    if vector.shape[-1] != model.info.d_model:
+        raise AddkError(
+            f"vector width {vector.shape[-1]} does not match d_model={model.info.d_model}"
+        )
+
+    def fn(act, hook):
+        act = act.clone()
+        act[:, position] = act[:, position] + vector.to(act.dtype)
+        return act
+
+    return [(name, fn)]
+
+
+def _z_edit(model, heads: Sequence[Head], position: int, edit) -> list:
+    """Group heads by layer; ``edit(layer, head_idx_list, z_rows) -> new rows``."""
+    by_layer: dict[int, list[int]] = {}
+    for layer, head in check_heads(model, heads):
+        by_layer.setdefault(layer, []).append(head)
+    hooks = []
+    for layer, hs in sorted(by_layer.items()):
+
+        def fn(z, hook, layer=layer, hs=hs):
+            z = z.clone()
+            z[:, position, hs] = edit(layer, hs, z[:, position, hs]).to(z.dtype)
+            return z
+
+        hooks.append((z_hook_name(layer), fn))
+    return hooks
+
+
+def replace_heads(
+    model,
+    heads: Sequence[Head],
+    position: int,
+    z_values: Float[Tensor, "*batch layer head d_head"],
+) -> list:
+    """Set the heads' ``hook_z`` at ``position`` to ``z_values[..., layer, head, :]``."""
+    return _z_edit(model, heads, position, lambda layer, hs, rows: z_values[..., layer, hs, :]
+                   .expand_as(rows))
+
+
+def mean_ablate(model, heads: Sequence[Head], position: int,
+                z_means: Float[Tensor, "layer head d_head"]) -> list:
+    """Replace the heads' ``hook_z`` by their (cross-task) mean ``z̄``."""
+    return replace_heads(model, heads, position, z_means)
+
+
+def scale_heads(model, heads: Sequence[Head], position: int, factor: float) -> list:
+    return _z_edit(model, heads, position, lambda layer, hs, rows: rows * factor)
+
+
+def gate_heads(
+    model,
+    gate: Float[Tensor, "layer head"],
+    position: int,
+    z_source: Float[Tensor, "*batch layer head d_head"],
+) -> list:
+    """Differentiable gate on every head: z ← g·z_source + (1 − g)·z (at ``position``)."""
+    if tuple(gate.shape) != (model.n_layers, model.n_heads):
+        raise AddkError(f"gate must be [{model.n_layers}, {model.n_heads}], got {tuple(gate.shape)}")
+
+    hooks = []
+    for layer in range(model.n_layers):
+
+        def fn(z, hook, layer=layer):
+            g = gate[layer].to(z.dtype)[:, None]
+            src = z_source[..., layer, :, :].to(z.dtype)
+            new = g * src + (1 - g) * z[:, position]
+            before, after = z[:, :position], z[:, position + 1 :]
+            return torch.cat([before, new[:, None], after], dim=1)
+
+        hooks.append((z_hook_name(layer), fn))
+    return hooks
+
+
+def check_basis(basis: Float[Tensor, "d_model k"], tol: float = 1e-4) -> Tensor:
+    if basis.ndim != 2 or basis.shape[1] == 0:
+        raise AddkError(f"basis must be [d_model, k] with k ≥ 1, got {tuple(basis.shape)}")
+    gram = basis.T.double() @ basis.double()
+    err = (gram - torch.eye(basis.shape[1], dtype=torch.float64)).abs().max().item()
+    if err > tol:
+        rank = torch.linalg.matrix_rank(basis.double()).item()
+        what = "rank-deficient" if rank < basis.shape[1] else "not orthonormal"
+        raise AddkError(f"subspace basis is {what} (max |BᵀB − I| = {err:.2e}); "
+                        "orthonormalize it (e.g. torch.linalg.qr) first")
+    return basis
+
+
+def project_head(
+    model,
+    head: Head,
+    position: int,
+    basis: Float[Tensor, "d_model k"],
+    mean: Float[Tensor, " d_model"] | None = None,
+    mode: str = "onto",
+) -> list:
+    """Replace head ``head``'s output o by μ + B Bᵀ(o − μ) (``onto``) or o − B Bᵀ(o − μ)
+    (``out``), applied as an additive delta at the attention output (pre-norm models)."""
+    (layer, h), = check_heads(model, [head])
+    check_basis(basis)
+    if basis.shape[0] != model.info.d_model:
+        raise AddkError(f"basis width {basis.shape[0]} != d_model {model.info.d_model}")
+    if model.info.post_attn_norm:
+        raise AddkError("project_head acts on the attention output; post-norm models are "
+                        "not supported (project the injected function vector instead)")
+    if mode not in ("onto", "out"):
+        raise AddkError(f"mode must be 'onto' or 'out', got {mode!r}")
+    mu = torch.zeros(model.info.d_model) if mean is None else mean
+    store: dict[str, Tensor] = {}
+
+    def grab(z, hook):
+        store["o"] = z[:, position, h] @ model.W_O[layer, h].to(z.dtype)
+        return z
+
+    def apply(out, hook):
+        o = store["o"]
+        inside = (o - mu.to(o.dtype)) @ basis.to(o.dtype) @ basis.T.to(o.dtype)
+        new = mu.to(o.dtype) + inside if mode == "onto" else o - inside
+        out = out.clone()
+        out[:, position] = out[:, position] + (new - o)
+        return out
+
+    return [(z_hook_name(layer), grab), (f"blocks.{layer}.hook_attn_out", apply)]

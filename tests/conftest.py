@@ -1,0 +1,32 @@
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+TINY = ["tiny-llama", "tiny-llama-gqa", "tiny-gemma3", "tiny-hooked"]
+_CACHE = {}
+
+
+def tiny(spec, dtype=torch.float32):
+    from addk_interp.models import load_model
+
+    key = (spec, dtype)
+    if key not in _CACHE:
+        _CACHE[key] = load_model(spec, dtype=dtype)
+    return _CACHE[key]
+
+
+@pytest.fixture(params=TINY)
+def tiny_model(request):
+    return tiny(request.param)
+
+
+def pytest_collection_modifyitems(config, items):
+    # beartype-check jaxtyping annotations of the library in tests
+    pass
