@@ -422,16 +422,17 @@ _TINY_CHARS = list("0123456789") + list("->#:|()\n ?=,.+*") + [
 
 def tiny_tokenizer():
     """A character-level (digit-split) fast tokenizer, saved to and loaded from the cache."""
-    from tokenizers import Regex, Tokenizer, models, pre_tokenizers
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
     from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
-    path = cache_dir() / f"tiny-tokenizer-v{__version__}"
+    path = cache_dir() / f"tiny-tokenizer-2-v{__version__}"
     if not (path / "tokenizer.json").exists():
         vocab = {"<bos>": 0, "<eos>": 1, "<pad>": 2, "<unk>": 3}
         for ch in _TINY_CHARS:
             vocab.setdefault(ch, len(vocab))
         tk = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
         tk.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
+        tk.decoder = decoders.Fuse()
         tok = PreTrainedTokenizerFast(
             tokenizer_object=tk, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>",
             unk_token="<unk>",
