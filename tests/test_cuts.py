@@ -59,6 +59,8 @@ def test_largest_gap_exact_tie_goes_to_highest_cut():
         0.5,
     )
     assert c.gap.margin == 0.0
+    lone = cut(np.array([[1.0, 0.0, 0.0]]))  # the only other "drop" is 0: no runner-up
+    assert lone.gap.runner_up_index is None and lone.gap.margin is None
     # three equal drops: still the first (highest) one
     c = cut(np.array([[0.25, 0.0], [0.75, 0.5]]))
     assert c.selected == [(1, 0)]

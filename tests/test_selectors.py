@@ -27,7 +27,7 @@ from addk_interp.localize.selectors import (
     weak_rule,
 )
 
-RELEASED = Path("/work/shared/reference/llama3_addk_recovery_scan.json")
+RELEASED = Path(__file__).resolve().parents[1] / "addk_interp" / "data" / "llama3_addk_recovery_scan.json"
 TRIO = [(15, 2), (15, 1), (13, 6)]
 
 
@@ -461,3 +461,16 @@ def test_jaxtyping_annotations_hold_at_runtime():
     np.testing.assert_allclose(checked(np.array([0.5, 0.01])), [0.5, 0.02])
     with pytest.raises(TypeCheckError):
         checked(np.ones((2, 2)))
+
+
+def test_heads_cli_released_scan(capsys):
+    import json as _json
+
+    from addk_interp.cli import main
+
+    assert main(["heads", "--scan", str(RELEASED), "--json"]) == 0
+    out = _json.loads(capsys.readouterr().out)
+    assert out["main"] == [[15, 2], [15, 1], [13, 6]]
+    assert round(out["bar"], 4) == 0.2117
+    assert out["weak_rule_main"] == [[15, 2], [15, 1], [13, 6], [15, 28]]
+    assert main(["heads", "--scan", "/no/such/scan.json"]) == 2

@@ -151,7 +151,7 @@ def _outcome_matrix(
     return out
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class RecoveryScan:
     """A recovery scan: per scanned head, correct counts out of ``n_eval`` over ``c_grid``.
 
@@ -160,7 +160,8 @@ class RecoveryScan:
     ``c_grid[i]``. ``outcomes[head]`` (optional) is the per-example bool matrix
     [n_c, n_eval], paired across c, whose row sums must equal the counts. ``clean_correct`` and
     ``full_selected_correct`` are the scan-level baselines on the same ``n_eval`` examples.
-    Everything is validated on construction; arrays are stored read-only.
+    Everything is validated on construction; arrays are stored read-only. Scans compare by
+    identity (``eq=False``): their fields hold numpy arrays.
     """
 
     c_grid: tuple[int, ...]

@@ -1,0 +1,338 @@
+"""Pipeline: ``RunConfig`` -> every stage, cached and resumable; the only place that knows order.
+
+Stages (each a function of the previous stages' saved results):
+  1. ``clean_eval``  — clean 0-shot and n-shot accuracy per task (kind ``final_eval``)
+  2. ``capture``     — per-task mean head outputs: train tasks (kind ``activation``, seed) and
+                       held-out tasks from separately seeded prompts (``heldout_activation``,
+                       seed + 1001); h̄ uses training tasks only
+  3. ``fv_eval``     — function vectors on zero-shot prompts, paired with clean n-shot:
+                       "all heads at unit coefficient" (FV_t = Σ_all mean_t) and the control
+                       "mean of all training tasks" (Σ_all h̄); held-out tasks use held-out means
+  4. ``report``      — ``report.html`` (plotly, self-contained) + ``manifest.json`` (written last)
+
+A stage is reused when ``stages/<name>/done.json`` carries the same key (hash of the config
+fields it depends on, the model fingerprint and the code version); otherwise it is recomputed.
+Cost (default model, default preset): a few minutes on 2 CPU cores, dominated by clean_eval.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import resource
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from addk_interp import __version__
+from addk_interp.errors import AddkError
+from addk_interp.store import read_json, write_json, write_table
+
+PRESETS = {
+    "default": dict(k="1-30", n_eval=20, n_capture=20),
+    "quick": dict(k="1-10", n_eval=6, n_capture=6),
+}
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    model: str = "default"
+    family: str = "add"
+    k: str | None = "1-30"
+    task_file: tuple[str, ...] = ()
+    heldout: tuple[str, ...] = ()
+    format: str = "arrow"
+    shots: int = 5
+    n_eval: int = 20
+    n_capture: int = 20
+    seed: int = 42
+    layer: int | None = None
+    batch_size: int = 32
+    preset: str = "default"
+    extra: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+STAGE_DEPS = {
+    "clean_eval": ("family", "k", "task_file", "heldout", "format", "shots", "n_eval", "seed"),
+    "capture": ("family", "k", "task_file", "heldout", "format", "shots", "n_capture", "seed"),
+    "fv_eval": ("family", "k", "task_file", "heldout", "format", "shots", "n_eval", "n_capture",
+                "seed", "layer"),
+}
+
+
+class Run:
+    """Executes the stages of one run directory."""
+
+    def __init__(self, cfg: RunConfig, out: Path, *, verbose: bool = True, force: bool = False):
+        self.cfg = cfg
+        self.out = Path(out)
+        self.verbose = verbose
+        self.stages: list[dict] = []
+        self._model = None
+        self._family = None
+        self._check_out_dir(force)
+
+    # ------------------------------------------------------------------ setup
+    def _check_out_dir(self, force: bool) -> None:
+        if not self.out.exists():
+            return
+        if not self.out.is_dir():
+            raise AddkError(f"{self.out} exists and is not a directory")
+        entries = [p.name for p in self.out.iterdir()]
+        if not entries:
+            return
+        if "run.json" not in entries:
+            raise AddkError(
+                f"{self.out} is not empty and holds no addk-interp run (no run.json); "
+                "choose another --out, nothing was written"
+            )
+        prev = read_json(self.out / "run.json")
+        if prev.get("model") != self.cfg.model and not force:
+            raise AddkError(
+                f"{self.out} holds a run of model {prev.get('model')!r}, not {self.cfg.model!r}; "
+                "use another --out (or --force to replace it)"
+            )
+
+    @property
+    def family(self):
+        if self._family is None:
+            from addk_interp.tasks import arithmetic_family, json_family, parse_k_range
+
+            c = self.cfg
+            if c.task_file:
+                self._family = json_family(list(c.task_file), heldout=c.heldout)
+            else:
+                ks = parse_k_range(c.k) if c.k else None
+                self._family = arithmetic_family(c.family, ks=ks)
+            if not self._family.train:
+                raise AddkError("the training split is empty; selection needs training tasks")
+        return self._family
+
+    @property
+    def model(self):
+        if self._model is None:
+            from addk_interp.models import load_model
+
+            self._model = load_model(self.cfg.model)
+        return self._model
+
+    @property
+    def layer(self) -> int:
+        from addk_interp.hooks.interventions import default_injection_layer
+
+        if self.cfg.layer is not None:
+            if not 0 <= self.cfg.layer < self.model.n_layers:
+                raise AddkError(f"--layer {self.cfg.layer} out of range 0..{self.model.n_layers-1}")
+            return self.cfg.layer
+        return default_injection_layer(self.model.n_layers)
+
+    def _key(self, name: str) -> str:
+        d = {f: getattr(self.cfg, f) for f in STAGE_DEPS.get(name, ())}
+        d["model"] = self.model.info.fingerprint
+        d["code"] = __version__
+        d["family"] = self.family.fingerprint()
+        return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+    def stage(self, name: str, fn):
+        sdir = self.out / "stages" / name
+        done = sdir / "done.json"
+        key = self._key(name)
+        if done.exists() and read_json(done).get("key") == key:
+            rec = read_json(done)
+            rec["status"] = "cached"
+            self.stages.append(rec)
+            return
+        t0 = time.time()
+        files = fn(sdir)
+        rec = {
+            "name": name,
+            "status": "done",
+            "key": key,
+            "wall_s": round(time.time() - t0, 2),
+            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            "files": [str(Path(f).relative_to(self.out)) for f in files],
+        }
+        write_json(done, rec)
+        self.stages.append(rec)
+
+    # ------------------------------------------------------------------ stages
+    def _examples(self, tasks, n, kind, seed=None, shots=None):
+        from addk_interp.tasks import sample_family
+
+        return sample_family(self.family, tasks, n, self.cfg.shots if shots is None else shots,
+                             seed=self.cfg.seed if seed is None else seed, kind=kind)
+
+    def clean_eval(self, sdir: Path):
+        from addk_interp.evaluation import paired_shot_examples
+        from addk_interp.scoring import accuracy_table, evaluate
+
+        per = paired_shot_examples(self.family, list(self.family.tasks), [0, self.cfg.shots],
+                                   self.cfg.n_eval, self.cfg.seed)
+        frames = [evaluate(self.model, ex, self.cfg.format, batch_size=self.cfg.batch_size,
+                           verbose=self.verbose, desc=f"clean {s}-shot")
+                  for s, ex in per.items()]
+        df = pd.concat(frames, ignore_index=True)
+        table = accuracy_table(df, by=("task", "k", "shots"), seed=self.cfg.seed)
+        table["split"] = ["heldout" if t in self.family.heldout else "train"
+                          for t in table["task"]]
+        return [write_table(sdir / "examples.csv", df), write_table(sdir / "accuracy.csv", table)]
+
+    def capture(self, sdir: Path):
+        from addk_interp.hooks.capture import capture_means
+
+        c = self.cfg
+        train = self._examples(self.family.train, c.n_capture, "activation")
+        files = []
+        m = capture_means(self.model, train, c.format, batch_size=c.batch_size,
+                          verbose=self.verbose, desc="capture train",
+                          extra_provenance={"split": "train", "seed": c.seed})
+        files.append(m.save(sdir / "means_train.safetensors"))
+        if self.family.heldout:
+            held = self._examples(self.family.heldout, c.n_capture, "heldout_activation",
+                                  seed=c.seed + 1001)
+            h = capture_means(self.model, held, c.format, batch_size=c.batch_size,
+                              verbose=self.verbose, desc="capture held-out",
+                              extra_provenance={"split": "heldout", "seed": c.seed + 1001})
+            files.append(h.save(sdir / "means_heldout.safetensors"))
+        return files
+
+    def load_means(self):
+        from addk_interp.hooks.capture import HeadMeans
+
+        sdir = self.out / "stages" / "capture"
+        train = HeadMeans.load(sdir / "means_train.safetensors", self.model)
+        held = None
+        if (sdir / "means_heldout.safetensors").exists():
+            held = HeadMeans.load(sdir / "means_heldout.safetensors", self.model)
+        return train, held
+
+    def fv_eval(self, sdir: Path):
+        from addk_interp.hooks.fv import evaluate_fv, head_set_vectors
+        from addk_interp.scoring import evaluate
+
+        c = self.cfg
+        train_m, held_m = self.load_means()
+        frames = []
+        for split, tasks, means in (("heldout", self.family.heldout, held_m),
+                                    ("train", self.family.train, train_m)):
+            if not tasks or means is None:
+                continue
+            ex = self._examples(tasks, c.n_eval, "final_eval")
+            clean = evaluate(self.model, ex, c.format, batch_size=c.batch_size)
+            for label, vecs in (
+                ("all_heads_unit", head_set_vectors(means, tasks, None)),
+                ("mean_of_train_tasks", head_set_vectors(train_m, tasks, None,
+                                                         mean_of=self.family.train)),
+            ):
+                df = evaluate_fv(self.model, ex, vecs, layer=self.layer, fmt=c.format,
+                                 batch_size=c.batch_size, clean=clean, label=label)
+                df["split"] = split
+                frames.append(df)
+            zero = evaluate(self.model, ex, c.format, zero_shot=True, batch_size=c.batch_size)
+            zero["clean_correct"] = clean["correct"].to_numpy()
+            zero["condition"] = "zero_shot_no_fv"
+            zero["split"] = split
+            frames.append(zero)
+        df = pd.concat(frames, ignore_index=True)
+        summary = (df.groupby(["split", "condition"])
+                   .agg(n=("correct", "size"), fv_accuracy=("correct", "mean"),
+                        clean_accuracy=("clean_correct", "mean")).reset_index())
+        from addk_interp.scoring import bootstrap_ci
+
+        cis = [bootstrap_ci(g["correct"].to_numpy(), seed=c.seed)
+               for _, g in df.groupby(["split", "condition"])]
+        summary["ci_low"] = [a for a, _ in cis]
+        summary["ci_high"] = [b for _, b in cis]
+        summary["layer"] = self.layer
+        return [write_table(sdir / "fv_examples.csv", df), write_table(sdir / "fv_summary.csv",
+                                                                       summary)]
+
+    # ------------------------------------------------------------------ main
+    def execute(self) -> Path:
+        from addk_interp.report import write_report
+
+        t0 = time.time()
+        _ = self.family  # validate tasks before loading the model
+        self.out.mkdir(parents=True, exist_ok=True)
+        write_json(self.out / "run.json", {"model": self.cfg.model, "config": self.cfg.to_dict()})
+        self.stage("clean_eval", self.clean_eval)
+        self.stage("capture", self.capture)
+        self.stage("fv_eval", self.fv_eval)
+        t1 = time.time()
+        report = write_report(self)
+        self.stages.append({"name": "report", "status": "done", "wall_s": round(time.time() - t1, 2),
+                            "peak_rss_mb": round(resource.getrusage(
+                                resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+                            "files": [report.name]})
+        self.write_manifest(time.time() - t0)
+        return report
+
+    def write_manifest(self, wall: float) -> None:
+        import transformer_lens
+        import transformers
+
+        write_json(self.out / "manifest.json", {
+            "config": self.cfg.to_dict(),
+            "injection_layer": self.layer,
+            "model": self.model.info.to_dict(),
+            "family": {"name": self.family.name, "fingerprint": self.family.fingerprint(),
+                       "train": list(self.family.train), "heldout": list(self.family.heldout)},
+            "versions": {"addk_interp": __version__, "torch": torch.__version__,
+                         "transformers": transformers.__version__,
+                         "transformer_lens": getattr(transformer_lens, "__version__", "3.x"),
+                         "python": platform.python_version()},
+            "stages": self.stages,
+            "wall_s": round(wall, 2),
+        })
+
+
+def config_from_args(args) -> RunConfig:
+    preset = PRESETS["quick" if args.quick else "default"]
+    cfg = RunConfig(model=args.model, family=args.family,
+                    k=args.k or preset["k"], task_file=tuple(args.task_file or ()),
+                    heldout=tuple(args.heldout or ()), format=args.format, shots=args.shots,
+                    n_eval=args.n_eval or preset["n_eval"],
+                    n_capture=args.n_capture or preset["n_capture"], seed=args.seed,
+                    layer=args.layer, batch_size=args.batch_size,
+                    preset="quick" if args.quick else "default")
+    if cfg.family != "add" and not args.k:
+        cfg = replace(cfg, k=None if not args.quick else "1-10")
+    for name in ("shots", "n_eval", "n_capture", "batch_size"):
+        if getattr(cfg, name) <= 0:
+            raise AddkError(f"--{name.replace('_', '-')} must be positive")
+    return cfg
+
+
+def add_parser(sub) -> None:
+    sp = sub.add_parser("run", help="the whole pipeline -> DIR/report.html")
+    sp.add_argument("--model", default="default")
+    sp.add_argument("--out", required=True)
+    sp.add_argument("--family", default="add")
+    sp.add_argument("--k", default=None)
+    sp.add_argument("--task-file", nargs="*")
+    sp.add_argument("--heldout", nargs="*")
+    sp.add_argument("--format", default="arrow")
+    sp.add_argument("--shots", type=int, default=5)
+    sp.add_argument("--n-eval", type=int, default=None)
+    sp.add_argument("--n-capture", type=int, default=None)
+    sp.add_argument("--seed", type=int, default=42)
+    sp.add_argument("--layer", type=int, default=None, help="injection layer (default ≈ depth/3)")
+    sp.add_argument("--batch-size", type=int, default=32)
+    sp.add_argument("--quick", action="store_true", help="smoke preset (k=1..10, few prompts)")
+    sp.add_argument("--force", action="store_true")
+    sp.add_argument("--quiet", action="store_true")
+    sp.set_defaults(func=_run_cmd)
+
+
+def _run_cmd(args) -> int:
+    cfg = config_from_args(args)
+    report = Run(cfg, Path(args.out), verbose=not args.quiet, force=args.force).execute()
+    print(f"wrote {report}")
+    return 0
