@@ -57,9 +57,17 @@ def cmd_eval(args) -> int:
     family = _family(args)
     shots = _shots(args.shots)
     out = Path(args.out) if args.out else None
-    table = run_eval(args.model, family, shots=shots, n=args.n, fmt=args.format,
-                     seed=args.seed, out=out, batch_size=args.batch_size,
-                     verbose=not args.quiet)
+    table = run_eval(
+        args.model,
+        family,
+        shots=shots,
+        n=args.n,
+        fmt=args.format,
+        seed=args.seed,
+        out=out,
+        batch_size=args.batch_size,
+        verbose=not args.quiet,
+    )
     with_cols = ["task", "k", "shots", "n", "accuracy", "ci_low", "ci_high", "mean_answer_prob"]
     print(table[with_cols].to_string(index=False, float_format=lambda x: f"{x:.3f}"))
     if out:
@@ -72,8 +80,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     def model_args(sp):
-        sp.add_argument("--model", default="default", help="default | smollm2-135m | organism "
-                        "| tiny-* | HF dir | .gguf | hub name")
+        sp.add_argument(
+            "--model",
+            default="default",
+            help="default | smollm2-135m | organism | tiny-* | HF dir | .gguf | hub name",
+        )
         sp.add_argument("--backend", default="bridge", choices=["bridge", "hooked"])
 
     def task_args(sp):
@@ -99,8 +110,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--out", default=None)
     sp.set_defaults(func=cmd_eval)
 
-    for extra in ("addk_interp.pipeline", "addk_interp.hooks.fv_cli",
-                  "addk_interp.localize.heads_cli", "addk_interp.organism.cli"):
+    for extra in (
+        "addk_interp.pipeline",
+        "addk_interp.hooks.fv_cli",
+        "addk_interp.localize.heads_cli",
+        "addk_interp.organism.cli",
+    ):
         if importlib.util.find_spec(extra) is None:
             continue
         importlib.import_module(extra).add_parser(sub)

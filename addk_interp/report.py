@@ -15,8 +15,9 @@ from addk_interp import plots
 
 
 def _table(df: pd.DataFrame) -> str:
-    return df.to_html(index=False, float_format=lambda x: f"{x:.3f}", escape=True,
-                      border=0, classes="tbl")
+    return df.to_html(
+        index=False, float_format=lambda x: f"{x:.3f}", escape=True, border=0, classes="tbl"
+    )
 
 
 def write_report(run) -> Path:

@@ -68,8 +68,9 @@ def scores_from_logits(
     pred = logits.argmax(-1)
     match = (pred[:, :a] == answer_ids).all(-1)
     terminated = ~continuation_mask(model)[pred[:, a]]
-    return BatchScores(match & terminated, match, terminated, ans_lp.sum(-1),
-                       ans_lp[:, 0].exp(), pred)
+    return BatchScores(
+        match & terminated, match, terminated, ans_lp.sum(-1), ans_lp[:, 0].exp(), pred
+    )
 
 
 def score_batch(model, batch: PromptBatch, fwd_hooks=()) -> BatchScores:
@@ -107,7 +108,7 @@ def parse_leading_int(text: str) -> int | None:
     j = 1 if s[:1] == "-" else 0
     while j < len(s) and s[j].isdigit():
         j += 1
-    digits = s[: j]
+    digits = s[:j]
     return int(digits) if digits not in ("", "-") else None
 
 
@@ -170,12 +171,14 @@ def accuracy_table(df: pd.DataFrame, by=("task", "k", "shots"), seed: int = 0) -
     for key, g in df.groupby(list(by), sort=True, dropna=False):
         key = key if isinstance(key, tuple) else (key,)
         lo, hi = bootstrap_ci(g["correct"].to_numpy(), seed=seed)
-        rows.append({
-            **dict(zip(by, key)),
-            "n": len(g),
-            "accuracy": float(g["correct"].mean()),
-            "ci_low": lo,
-            "ci_high": hi,
-            "mean_answer_prob": float(np.exp(g["answer_logprob"]).mean()),
-        })
+        rows.append(
+            {
+                **dict(zip(by, key)),
+                "n": len(g),
+                "accuracy": float(g["correct"].mean()),
+                "ci_low": lo,
+                "ci_high": hi,
+                "mean_answer_prob": float(np.exp(g["answer_logprob"]).mean()),
+            }
+        )
     return pd.DataFrame(rows)

@@ -135,9 +135,7 @@ def parse_k_range(text: str) -> list[int]:
     return sorted(out)
 
 
-def arithmetic_family(
-    family: str = "add", ks=None, xs=range(1, 101), heldout=None
-) -> TaskFamily:
+def arithmetic_family(family: str = "add", ks=None, xs=range(1, 101), heldout=None) -> TaskFamily:
     """add / sub / mul family with the paper's fixed split (restricted to ``ks``)."""
     if family not in PAPER_SPLITS:
         raise AddkError(f"unknown task family {family!r}; valid: add, sub, mul, or a JSON file")
@@ -159,8 +157,14 @@ def arithmetic_family(
     held = paper_heldout if heldout is None else tuple(heldout)
     held_names = tuple(f"{family}{k}" for k in held if k in ks)
     train = tuple(n for n in tasks if n not in held_names)
-    return TaskFamily(family, tasks, train, held_names, numeric=True,
-                      source={"kind": "arithmetic", "family": family, "xs": [xs[0], xs[-1]]})
+    return TaskFamily(
+        family,
+        tasks,
+        train,
+        held_names,
+        numeric=True,
+        source={"kind": "arithmetic", "family": family, "xs": [xs[0], xs[-1]]},
+    )
 
 
 def load_task_file(path: str | Path) -> Task:
@@ -210,8 +214,14 @@ def json_family(paths, heldout=()) -> TaskFamily:
         raise AddkError(f"held-out tasks not in the family: {unknown}")
     train = tuple(n for n in tasks if n not in heldout)
     numeric = all(_is_int(y) for t in tasks.values() for _, y in t.pairs)
-    return TaskFamily("json", tasks, train, tuple(heldout), numeric=numeric,
-                      source={"kind": "json", "files": [str(f) for f in files]})
+    return TaskFamily(
+        "json",
+        tasks,
+        train,
+        tuple(heldout),
+        numeric=numeric,
+        source={"kind": "json", "files": [str(f) for f in files]},
+    )
 
 
 def _is_int(s: str) -> bool:
@@ -322,8 +332,9 @@ def sample_family(
     missing = [t for t in names if t not in family.tasks]
     if missing:
         raise AddkError(f"tasks not in family {family.name}: {missing}")
-    return [e for t in names for e in sample_examples(family.tasks[t], n, shots, seed=seed,
-                                                      kind=kind)]
+    return [
+        e for t in names for e in sample_examples(family.tasks[t], n, shots, seed=seed, kind=kind)
+    ]
 
 
 def manifest_hash(examples) -> str:

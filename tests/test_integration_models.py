@@ -64,8 +64,11 @@ def test_head_sum_identity_default():
     enc = encode_examples(m, _examples(1, 5))
     b = make_batches(enc, 4)[0]
     layers = [0, 6, 17]
-    names = [f"blocks.{i}.{h}" for i in layers for h in ("hook_resid_pre", "hook_resid_mid",
-                                                          "attn.hook_z")]
+    names = [
+        f"blocks.{i}.{h}"
+        for i in layers
+        for h in ("hook_resid_pre", "hook_resid_mid", "attn.hook_z")
+    ]
     acts = m.run_collect(b.prompt_tokens, names)
     for i in layers:
         z = acts[f"blocks.{i}.attn.hook_z"][:, b.query_pos]

@@ -27,7 +27,9 @@ from addk_interp.localize.selectors import (
     weak_rule,
 )
 
-RELEASED = Path(__file__).resolve().parents[1] / "addk_interp" / "data" / "llama3_addk_recovery_scan.json"
+RELEASED = (
+    Path(__file__).resolve().parents[1] / "addk_interp" / "data" / "llama3_addk_recovery_scan.json"
+)
 TRIO = [(15, 2), (15, 1), (13, 6)]
 
 

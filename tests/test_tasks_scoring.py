@@ -151,16 +151,24 @@ def test_evaluate_and_table_every_example_kept():
 
 def test_json_task_files(tmp_path):
     good = tmp_path / "capital.json"
-    good.write_text(json.dumps([{"input": "france", "output": "paris"},
-                                {"input": "italy", "output": "rome"},
-                                {"input": "spain", "output": "madrid"}]))
+    good.write_text(
+        json.dumps(
+            [
+                {"input": "france", "output": "paris"},
+                {"input": "italy", "output": "rome"},
+                {"input": "spain", "output": "madrid"},
+            ]
+        )
+    )
     fam = json_family([good])
     assert fam.tasks["capital"].output("italy") == "rome" and not fam.numeric
     bad = tmp_path / "bad.json"
-    for content, msg in [("{", "not valid JSON"), ("[]", "non-empty list"),
-                         ('[{"input": "a"}]', "exactly 'input' and 'output'"),
-                         ('[{"input": "a", "output": "b"}, {"input": "a", "output": "c"}]',
-                          "two different outputs")]:
+    for content, msg in [
+        ("{", "not valid JSON"),
+        ("[]", "non-empty list"),
+        ('[{"input": "a"}]', "exactly 'input' and 'output'"),
+        ('[{"input": "a", "output": "b"}, {"input": "a", "output": "c"}]', "two different outputs"),
+    ]:
         bad.write_text(content)
         with pytest.raises(AddkError, match=msg):
             json_family([bad])
@@ -209,8 +217,22 @@ def test_cli_bad_task_file(tmp_path, capsys):
 
 def test_cli_eval_and_info(tmp_path, capsys):
     out = tmp_path / "ev"
-    rc = main(["eval", "--model", "tiny-llama", "--k", "1-2", "--shots", "0,2", "--n", "5",
-               "--out", str(out), "--quiet"])
+    rc = main(
+        [
+            "eval",
+            "--model",
+            "tiny-llama",
+            "--k",
+            "1-2",
+            "--shots",
+            "0,2",
+            "--n",
+            "5",
+            "--out",
+            str(out),
+            "--quiet",
+        ]
+    )
     assert rc == 0
     rows = json.loads((out / "eval.json").read_text())["rows"]
     assert len(rows) == 4 and {r["shots"] for r in rows} == {0, 2}

@@ -82,8 +82,9 @@ def head_outputs(
 ) -> Float[Tensor, "batch layer head d_model"]:
     """Per-head residual contributions at one position (see module docstring)."""
     z = capture_z(model, tokens, position, fwd_hooks)[:, 0]
-    return torch.stack([z_to_outputs(model, layer, z[:, layer])
-                        for layer in range(model.n_layers)], dim=1)
+    return torch.stack(
+        [z_to_outputs(model, layer, z[:, layer]) for layer in range(model.n_layers)], dim=1
+    )
 
 
 @dataclass
@@ -117,8 +118,9 @@ class HeadMeans:
     def save(self, path) -> Path:
         meta = dict(self.provenance)
         meta["tasks"] = self.tasks
-        return write_tensors(path, {"means": self.means, "z_means": self.z_means,
-                                    "counts": self.counts}, meta)
+        return write_tensors(
+            path, {"means": self.means, "z_means": self.z_means, "counts": self.counts}, meta
+        )
 
     @classmethod
     def load(cls, path, model=None, expect: dict | None = None) -> HeadMeans:
@@ -153,8 +155,9 @@ def capture_means(
     with torch.no_grad():
         for batch in tqdm(make_batches(enc, batch_size), desc=desc, disable=not verbose):
             z = capture_z(model, batch.prompt_tokens, batch.query_pos)[:, 0]
-            outs = torch.stack([z_to_outputs(model, layer, z[:, layer])
-                                for layer in range(info.n_layers)], dim=1)
+            outs = torch.stack(
+                [z_to_outputs(model, layer, z[:, layer]) for layer in range(info.n_layers)], dim=1
+            )
             idx = torch.tensor([tix[examples[i].task] for i in batch.indices])
             sums.index_add_(0, idx, outs.double())
             zsums.index_add_(0, idx, z.double())
@@ -173,5 +176,10 @@ def capture_means(
         "code_version": __version__,
     }
     prov.update(extra_provenance or {})
-    return HeadMeans(tasks, (sums / denom[:, None, None, None]).float(),
-                     (zsums / denom[:, None, None, None]).float(), counts, prov)
+    return HeadMeans(
+        tasks,
+        (sums / denom[:, None, None, None]).float(),
+        (zsums / denom[:, None, None, None]).float(),
+        counts,
+        prov,
+    )

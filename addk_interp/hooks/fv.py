@@ -53,8 +53,9 @@ def function_vector(
     return out
 
 
-def fv_hooks_fn(model, vectors: Float[Tensor, "example d_model"], layer: int,
-                site: str = "resid_mid"):
+def fv_hooks_fn(
+    model, vectors: Float[Tensor, "example d_model"], layer: int, site: str = "resid_mid"
+):
     """hooks_fn for ``scoring.evaluate``: row i of the batch gets ``vectors[index_i]``."""
 
     def make(batch):
@@ -80,11 +81,18 @@ def evaluate_fv(
     if missing:
         raise AddkError(f"no function vector for tasks {missing}")
     per_ex = torch.stack([vectors[e.task] for e in examples]).float()
-    df = evaluate(model, examples, fmt, zero_shot=True, batch_size=batch_size,
-                  hooks_fn=fv_hooks_fn(model, per_ex, layer), verbose=verbose, desc=label)
+    df = evaluate(
+        model,
+        examples,
+        fmt,
+        zero_shot=True,
+        batch_size=batch_size,
+        hooks_fn=fv_hooks_fn(model, per_ex, layer),
+        verbose=verbose,
+        desc=label,
+    )
     if clean is None:
-        clean = evaluate(model, examples, fmt, batch_size=batch_size, verbose=verbose,
-                         desc="clean")
+        clean = evaluate(model, examples, fmt, batch_size=batch_size, verbose=verbose, desc="clean")
     df["clean_correct"] = clean["correct"].to_numpy()
     df["condition"] = label
     df["shots"] = len(examples[0].demos)

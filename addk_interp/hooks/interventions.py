@@ -122,12 +122,14 @@ def replace_heads(
     z_values: Float[Tensor, "*batch layer head d_head"],
 ) -> list:
     """Set the heads' ``hook_z`` at ``position`` to ``z_values[..., layer, head, :]``."""
-    return _z_edit(model, heads, position, lambda layer, hs, rows: z_values[..., layer, hs, :]
-                   .expand_as(rows))
+    return _z_edit(
+        model, heads, position, lambda layer, hs, rows: z_values[..., layer, hs, :].expand_as(rows)
+    )
 
 
-def mean_ablate(model, heads: Sequence[Head], position: int,
-                z_means: Float[Tensor, "layer head d_head"]) -> list:
+def mean_ablate(
+    model, heads: Sequence[Head], position: int, z_means: Float[Tensor, "layer head d_head"]
+) -> list:
     """Replace the heads' ``hook_z`` by their (cross-task) mean ``z̄``."""
     return replace_heads(model, heads, position, z_means)
 
@@ -144,7 +146,9 @@ def gate_heads(
 ) -> list:
     """Differentiable gate on every head: z ← g·z_source + (1 − g)·z (at ``position``)."""
     if tuple(gate.shape) != (model.n_layers, model.n_heads):
-        raise AddkError(f"gate must be [{model.n_layers}, {model.n_heads}], got {tuple(gate.shape)}")
+        raise AddkError(
+            f"gate must be [{model.n_layers}, {model.n_heads}], got {tuple(gate.shape)}"
+        )
 
     hooks = []
     for layer in range(model.n_layers):
@@ -168,8 +172,10 @@ def check_basis(basis: Float[Tensor, "d_model k"], tol: float = 1e-4) -> Tensor:
     if err > tol:
         rank = torch.linalg.matrix_rank(basis.double()).item()
         what = "rank-deficient" if rank < basis.shape[1] else "not orthonormal"
-        raise AddkError(f"subspace basis is {what} (max |BᵀB − I| = {err:.2e}); "
-                        "orthonormalize it (e.g. torch.linalg.qr) first")
+        raise AddkError(
+            f"subspace basis is {what} (max |BᵀB − I| = {err:.2e}); "
+            "orthonormalize it (e.g. torch.linalg.qr) first"
+        )
     return basis
 
 
@@ -183,13 +189,15 @@ def project_head(
 ) -> list:
     """Replace head ``head``'s output o by μ + B Bᵀ(o − μ) (``onto``) or o − B Bᵀ(o − μ)
     (``out``), applied as an additive delta at the attention output (pre-norm models)."""
-    (layer, h), = check_heads(model, [head])
+    ((layer, h),) = check_heads(model, [head])
     check_basis(basis)
     if basis.shape[0] != model.info.d_model:
         raise AddkError(f"basis width {basis.shape[0]} != d_model {model.info.d_model}")
     if model.info.post_attn_norm:
-        raise AddkError("project_head acts on the attention output; post-norm models are "
-                        "not supported (project the injected function vector instead)")
+        raise AddkError(
+            "project_head acts on the attention output; post-norm models are "
+            "not supported (project the injected function vector instead)"
+        )
     if mode not in ("onto", "out"):
         raise AddkError(f"mode must be 'onto' or 'out', got {mode!r}")
     mu = torch.zeros(model.info.d_model) if mean is None else mean

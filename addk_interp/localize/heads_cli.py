@@ -33,8 +33,9 @@ def run(args) -> int:
         print(json.dumps(res, indent=1))
         return 0
     print(f"verdict: {res['verdict']}   bar: {res['bar']:.4f}")
-    for key, decision in sorted(res["decisions"].items(),
-                                key=lambda kv: -res["gains"].get(kv[0], 0.0)):
+    for key, decision in sorted(
+        res["decisions"].items(), key=lambda kv: -res["gains"].get(kv[0], 0.0)
+    ):
         print(f"  L{key.replace('.', 'H')}: gain {res['gains'][key]:+.4f}  {decision}")
     print("weak-rule main:", ", ".join(f"L{a}H{b}" for a, b in res["weak_rule_main"]))
     return 0
