@@ -1,0 +1,83 @@
+"""``addk-interp fv``: evaluate a function vector built from a head set.
+
+Step of the method: paper_spec §3.2 / §4.5. Means are captured on training tasks (kind
+``activation``) and on held-out tasks from separately seeded prompts (``heldout_activation``),
+or loaded from a saved ``HeadMeans`` file (fingerprint-checked); FV accuracy is scored on
+``final_eval`` prompts of the held-out tasks, paired with their clean n-shot accuracy.
+Cost: capture forwards + one zero-shot and one n-shot forward per scored example.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def add_parser(sub) -> None:
+    sp = sub.add_parser("fv", help="function-vector accuracy of a head set")
+    sp.add_argument("--model", default="default")
+    sp.add_argument("--heads", required=True, help="LAYER.HEAD list, e.g. 15.2,15.1 or 'all'")
+    sp.add_argument("--coef", default=None, help="coefficients, one per head (default 1)")
+    sp.add_argument("--means", default=None, help="saved HeadMeans (.safetensors) to reuse")
+    sp.add_argument("--family", default="add")
+    sp.add_argument("--k", default=None)
+    sp.add_argument("--shots", type=int, default=5)
+    sp.add_argument("--n", type=int, default=20, help="scored examples per task")
+    sp.add_argument("--n-capture", type=int, default=20)
+    sp.add_argument("--layer", type=int, default=None)
+    sp.add_argument("--format", default="arrow")
+    sp.add_argument("--seed", type=int, default=42)
+    sp.add_argument("--split", default="heldout", choices=["heldout", "train"])
+    sp.add_argument("--out", default=None)
+    sp.add_argument("--quiet", action="store_true")
+    sp.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from addk_interp.errors import AddkError
+    from addk_interp.hooks.capture import HeadMeans, capture_means
+    from addk_interp.hooks.fv import check_means_model, evaluate_fv, head_set_vectors
+    from addk_interp.hooks.interventions import check_heads, default_injection_layer, parse_heads
+    from addk_interp.models import load_model
+    from addk_interp.scoring import accuracy_table, bootstrap_ci
+    from addk_interp.store import write_table
+    from addk_interp.tasks import arithmetic_family, parse_k_range, sample_family
+
+    if args.n <= 0 or args.n_capture <= 0:
+        raise AddkError("--n and --n-capture must be positive")
+    family = arithmetic_family(args.family, ks=parse_k_range(args.k) if args.k else None)
+    tasks = family.heldout if args.split == "heldout" else family.train
+    if not tasks:
+        raise AddkError(f"the {args.split} split is empty for these k")
+    heads = None if args.heads == "all" else parse_heads(args.heads)
+    coefs = None
+    if args.coef:
+        coefs = [float(c) for c in args.coef.split(",")]
+        if heads is None or len(coefs) != len(heads):
+            raise AddkError("--coef needs one value per head in --heads")
+    scored = sample_family(family, tasks, args.n, args.shots, seed=args.seed, kind="final_eval")
+    model = load_model(args.model)
+    if heads is not None:
+        check_heads(model, heads)
+    layer = default_injection_layer(model.n_layers) if args.layer is None else args.layer
+    if not 0 <= layer < model.n_layers:
+        raise AddkError(f"--layer {layer} out of range 0..{model.n_layers - 1}")
+    if args.means:
+        means = HeadMeans.load(Path(args.means))
+        check_means_model(model, means)
+    else:
+        kind, seed = (("heldout_activation", args.seed + 1001) if args.split == "heldout"
+                      else ("activation", args.seed))
+        ex = sample_family(family, tasks, args.n_capture, args.shots, seed=seed, kind=kind)
+        means = capture_means(model, ex, args.format, verbose=not args.quiet)
+    vecs = head_set_vectors(means, tasks, heads, coefs)
+    df = evaluate_fv(model, scored, vecs, layer=layer, fmt=args.format, verbose=not args.quiet)
+    lo, hi = bootstrap_ci(df["correct"].to_numpy(), seed=args.seed)
+    print(f"FV accuracy {df['correct'].mean():.3f} [{lo:.3f}, {hi:.3f}]  clean "
+          f"{df['clean_correct'].mean():.3f}  (n={len(df)}, layer {layer}, "
+          f"{'all heads' if heads is None else len(heads)} heads)")
+    table = accuracy_table(df, by=("task", "k"))
+    print(table[["task", "k", "n", "accuracy", "ci_low", "ci_high"]].to_string(index=False))
+    if args.out:
+        write_table(Path(args.out) / "fv_examples.csv", df)
+        write_table(Path(args.out) / "fv_table.csv", table)
+    return 0
