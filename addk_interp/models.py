@@ -402,6 +402,7 @@ def _hf_dir_from_gguf(gguf: Path, expected_sha: str | None) -> tuple[Path, str]:
         return target, digest
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    _quiet_transformers()
     tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     model = AutoModelForCausalLM.from_pretrained(
         str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32
@@ -419,8 +420,18 @@ def _hf_dir_from_gguf(gguf: Path, expected_sha: str | None) -> tuple[Path, str]:
     return target, digest
 
 
+def _quiet_transformers() -> None:
+    """Library code never prints: silence transformers' progress bars and info logs."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+
+
 def _load_hf_dir(path: Path, dtype: torch.dtype):
     from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    _quiet_transformers()
 
     tok = AutoTokenizer.from_pretrained(str(path))
     model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype)

@@ -4,6 +4,11 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+from jaxtyping import install_import_hook  # noqa: E402
+
+# every jaxtyping shape annotation in the library is checked by beartype during the tests
+_hook = install_import_hook("addk_interp", "beartype.beartype")
+
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
@@ -25,8 +30,3 @@ def tiny(spec, dtype=torch.float32):
 @pytest.fixture(params=TINY)
 def tiny_model(request):
     return tiny(request.param)
-
-
-def pytest_collection_modifyitems(config, items):
-    # beartype-check jaxtyping annotations of the library in tests
-    pass

@@ -9,7 +9,7 @@ add-k mechanism is then localized. The main ``addk-interp`` CLI registers it wit
 :func:`add_parser` and dispatches to :func:`run`; ``python -m addk_interp.organism.cli`` works
 stand-alone.
 
-Cost: that of the training run (about 15-20 minutes on 2 CPU cores with the defaults).
+Cost: that of the training run (about 20 minutes on one CPU thread with the defaults).
 """
 
 from __future__ import annotations
@@ -43,18 +43,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--seed", type=int, default=d.seed, help=f"init + data seed ({d.seed})")
     p.add_argument("--batch-size", type=int, default=d.batch_size, help=f"({d.batch_size})")
     p.add_argument("--lr", type=float, default=d.lr, help=f"peak learning rate ({d.lr})")
-    p.add_argument(
-        "--warmup-steps", type=int, default=d.warmup_steps, help=f"({d.warmup_steps})"
-    )
+    p.add_argument("--warmup-steps", type=int, default=d.warmup_steps, help=f"({d.warmup_steps})")
     p.add_argument(
         "--threads",
         type=int,
         default=d.num_threads,
         help=f"torch CPU threads ({d.num_threads}); bitwise reproducibility needs the same",
     )
-    p.add_argument(
-        "--eval-every", type=int, default=d.eval_every, help=f"steps ({d.eval_every})"
-    )
+    p.add_argument("--eval-every", type=int, default=d.eval_every, help=f"steps ({d.eval_every})")
     p.add_argument(
         "--checkpoint-every",
         type=int,

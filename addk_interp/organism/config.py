@@ -39,12 +39,12 @@ TASK_FAMILIES: tuple[str, ...] = ("add", "sub", "mul")
 class ModelConfig:
     """Architecture of the organism (a Hugging Face ``LlamaForCausalLM``)."""
 
-    d_model: int = 256
+    d_model: int = 128
     n_layers: int = 4
     n_heads: int = 8
     n_kv_heads: int = 2
-    d_head: int = 32
-    d_mlp: int = 640
+    d_head: int = 16
+    d_mlp: int = 384
     rope_theta: float = 10000.0
     max_position_embeddings: int = 128
     rms_norm_eps: float = 1e-5
@@ -73,8 +73,8 @@ class TrainConfig:
 
     seed: int = 0
     steps: int = 3000
-    batch_size: int = 128
-    lr: float = 2e-3
+    batch_size: int = 64
+    lr: float = 3e-3
     min_lr_ratio: float = 0.05
     warmup_steps: int = 150
     weight_decay: float = 0.05
@@ -82,15 +82,15 @@ class TrainConfig:
     beta2: float = 0.98
     adam_eps: float = 1e-8
     grad_clip: float = 1.0
-    task_mix: tuple[tuple[str, float], ...] = (("add", 0.6), ("sub", 0.2), ("mul", 0.2))
+    task_mix: tuple[tuple[str, float], ...] = (("add", 0.7), ("sub", 0.15), ("mul", 0.15))
     add_k_range: tuple[int, int] = (1, 30)
     sub_k_range: tuple[int, int] = (1, 30)
     mul_k_range: tuple[int, int] = (2, 9)
     x_range: tuple[int, int] = (1, 100)
-    pairs_range: tuple[int, int] = (6, 11)
+    pairs_range: tuple[int, int] = (8, 11)
     loss_on_separator: bool = True
     model: ModelConfig = field(default_factory=ModelConfig)
-    num_threads: int = 2
+    num_threads: int = 1
     log_every: int = 10
     eval_every: int = 250
     eval_x_per_k: int = 10

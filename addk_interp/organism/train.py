@@ -17,9 +17,9 @@ Which step of the method it serves: it produces the model organism, the stand-in
 pretrained LM in which the add-k mechanism is localized, because no offline pretrained model
 here solves few-shot add-k.
 
-Cost: about 6 * n_params FLOPs per trained token; the default run (about 2.9M parameters,
-3000 steps of 128 sequences) takes roughly 15-20 minutes on 2 CPU cores. Evaluation is
-forward-only (a few seconds per 3000 prompts).
+Cost: about 6 * n_params FLOPs per trained token; the default run (0.89M parameters, 3000
+steps of 64 sequences of <= 45 tokens, ~7.5M tokens, one thread) takes roughly 20 minutes on
+one CPU core (~6k tokens/s). Evaluation is forward-only (a few seconds per 3000 prompts).
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ import numpy as np
 import safetensors.torch
 import torch
 import transformers
-from jaxtyping import Float, Int
+from jaxtyping import Bool, Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
 from transformers import LlamaForCausalLM, PreTrainedTokenizerBase
@@ -234,7 +234,7 @@ def _answer_accuracy(
     tokens: Int[Tensor, "batch pos"],
     answers: Int[Tensor, " batch"],
     chunk: int = 512,
-) -> Tensor:
+) -> Bool[Tensor, " batch"]:
     """Per-prompt correctness of the greedy next token after the final "->"."""
     out = []
     for i in range(0, tokens.shape[0], chunk):

@@ -1,0 +1,1163 @@
+"""Gate learning: the sparse head-coefficient matrix of localization step 1 (paper_spec §3).
+
+What it computes. For every training task k, mean_k[l, h] is the mean output of head (l, h) at
+the last token of n-shot prompts (the z-cache of §3.1, ``HeadMeans``). Two parametrizations
+share one training loop:
+
+- ``coef`` (the paper, §3.2–§3.3): M ∈ [0, 1]^{layer × head}, init U[0, 1) from
+  ``torch.Generator().manual_seed(seed)``. The function vector FV_k(M) = Σ_{l,h} M[l,h]·mean_k[l,h]
+  is added at ``blocks.ℓ.hook_resid_mid`` at the query position (last prompt token) of the
+  zero-shot prompt ``xq->``. Loss = (1/B) Σ_batch Σ_answer-tokens −log p(y_i | prefix)
+  (teacher forced, every answer token) + λ·Σ|M|. AdamW (lr 0.01, betas 0.9/0.98, eps 1e-8,
+  weight decay 0); after every step the proximal soft-threshold
+  M ← sign(M)·max(|M| − λ·lr, 0), then M ← clip(M, 0, 1) (the L1 acts twice, as in the paper).
+- ``mask``: θ ∈ R^{layer × head}; at the query position of the zero-shot prompt every head's
+  ``hook_z`` becomes σ(θ)·z̄_k + (1 − σ(θ))·z (its own zero-shot value), in every layer, through
+  ``interventions.gate_heads`` with the task's z-means as source. Loss = NLL + λ·Σσ(θ); no
+  proximal step or clipping. Init: σ(θ₀) = 0.1 + 0.8·U[0, 1).
+
+Only training tasks enter the loss. Held-out tasks (their own means) are evaluated after every
+epoch and logged, never used to choose anything: the coefficients do not depend on them. The
+data order of epoch e is ``randperm`` from a generator seeded by (seed, e), so the run is a pure
+function of (config, model, data, means) and a resumed run is bitwise identical to an
+uninterrupted one. One checkpoint per epoch (safetensors: parameter, AdamW state, coefficient
+history; JSON: config, identity, history), written atomically; resuming with a different
+config, model or data is refused.
+
+Speed (coef mode). The injection at ``blocks.ℓ.hook_resid_mid`` cannot change anything below
+block ℓ, so the input of block ℓ is computed once for every training prompt (``UpperForward``)
+and each step runs only blocks ℓ..L−1, the final norm, and the unembedding at the answer
+positions. On the TransformerBridge (which has no ``start_at_layer``) the wrapped HF decoder
+layers are called directly with the keyword arguments (rotary cos/sin, causal or sliding-window
+mask, position ids) captured from a one-row run of the same length, with the KV cache off; TL
+hooks inside the blocks still fire. On a classic HookedTransformer its blocks are called
+directly. Every runner checks itself against the full hooked forward (``logits_at``) on one
+group of prompts; if it disagrees (> 1e-4 relative) it falls back to the full forward, and the
+path that ran is recorded (``GateFit.forward_path``). The mask mode gates every layer, so it
+always runs the full forward (logits at answer positions only).
+
+Cost per step: coef ≈ (L − ℓ)/L of one forward + backward over B zero-shot prompts, plus the
+unembedding of A answer positions per prompt (no full-sequence logits); mask ≈ one full forward
++ backward. Presets: ``paper`` (λ 0.05, batch 128, 50 epochs over 2048 items = 800 steps) and
+``default`` (sized for Gemma-3-270m on 2 CPU cores; see ``PRESETS``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from addk_interp import __version__
+from addk_interp.errors import AddkError
+from addk_interp.hooks.capture import HeadMeans
+from addk_interp.hooks.fv import check_means_model
+from addk_interp.hooks.interventions import (
+    default_injection_layer,
+    gate_heads,
+    inject,
+    resid_site,
+)
+from addk_interp.localize.cuts import Cut, cut, mean_last_k
+from addk_interp.prompts import Encoded, encode_examples
+from addk_interp.scoring import scores_from_logits
+from addk_interp.store import read_json, read_tensors, write_json, write_tensors
+from addk_interp.tasks import Example, TaskFamily, manifest_hash, sample_family
+
+Head = tuple[int, int]
+MODES = ("coef", "mask")
+FORWARD_PATHS = ("auto", "upper", "full")
+CHECK_RTOL = 1e-4
+GATE_FIT_VERSION = 1
+
+# ============================================================================ configuration
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # paper_spec §3.3: λ 0.05, lr 0.01, batch 128, 16 steps × 50 epochs over 2048 items.
+    "paper": dict(lam=0.05, lr=0.01, batch_size=128, epochs=50, n_items=2048, n_monitor=100),
+    # Gemma-3-270m on 2 CPU cores: 25 train tasks × 16 items, 25 steps of 32 per epoch,
+    # 8 epochs = 200 steps at lr 0.05 (≈ the paper's 800 steps of lr 0.01 in total movement);
+    # chosen by convergence measurements (benchmarks/bench_gates.py, docstring of PRESETS).
+    "default": dict(lam=0.05, lr=0.05, batch_size=32, epochs=8, n_items=400, n_monitor=8),
+}
+
+
+@dataclass(frozen=True)
+class GateConfig:
+    """Every setting of one gate-training run (all of them are recorded with the result).
+
+    ``n_items``: training prompts over the training tasks (``gate_training_examples``);
+    ``n_monitor``: held-out prompts per held-out task for the per-epoch monitor (0 = none);
+    ``layer``: injection layer (None: ``default_injection_layer``, resolved at training time);
+    ``forward``: ``auto`` (upper layers when they reproduce the full forward, else full),
+    ``upper`` (required) or ``full``; ``select_rule``/``select_k``: the selected-set cut applied
+    to the mean of the last k epoch checkpoints (recorded, used by ``GateFit.select``).
+    """
+
+    mode: str = "coef"
+    lam: float = 0.05
+    lr: float = 0.01
+    betas: tuple[float, float] = (0.9, 0.98)
+    eps: float = 1e-8
+    weight_decay: float = 0.0
+    batch_size: int = 128
+    epochs: int = 50
+    n_items: int = 2048
+    n_monitor: int = 100
+    seed: int = 42
+    layer: int | None = None
+    site: str = "resid_mid"
+    proximal: bool = True
+    clip: bool = True
+    forward: str = "auto"
+    fmt: str = "arrow"
+    select_rule: str = "largest_gap"
+    select_k: int = 3
+    preset: str = "custom"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))
+        if self.mode not in MODES:
+            raise AddkError(f"unknown gate mode {self.mode!r}; valid: {', '.join(MODES)}")
+        for name in ("lam", "lr", "eps", "weight_decay"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+                raise AddkError(f"{name} must be a finite number, got {v!r}")
+        if self.lam < 0:
+            raise AddkError(f"lam (the L1 weight λ) must be ≥ 0, got {self.lam}")
+        if self.lr <= 0 or self.eps <= 0 or self.weight_decay < 0:
+            raise AddkError("lr and eps must be > 0 and weight_decay ≥ 0")
+        if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
+            raise AddkError(f"betas must be two numbers in [0, 1), got {self.betas}")
+        for name in ("batch_size", "epochs", "n_items", "select_k"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+                raise AddkError(f"{name} must be a positive integer, got {v!r}")
+        if isinstance(self.n_monitor, bool) or not isinstance(self.n_monitor, int):
+            raise AddkError(f"n_monitor must be an integer ≥ 0, got {self.n_monitor!r}")
+        if self.n_monitor < 0:
+            raise AddkError(f"n_monitor must be ≥ 0, got {self.n_monitor}")
+        if self.forward not in FORWARD_PATHS:
+            raise AddkError(f"forward must be one of {FORWARD_PATHS}, got {self.forward!r}")
+        if self.site not in ("resid_pre", "resid_mid", "resid_post"):
+            raise AddkError(f"unknown site {self.site!r}")
+        if self.layer is not None and (isinstance(self.layer, bool) or self.layer < 0):
+            raise AddkError(f"layer must be None or ≥ 0, got {self.layer!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["betas"] = list(self.betas)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> GateConfig:
+        known = {f for f in cls.__dataclass_fields__}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise AddkError(f"unknown gate config fields {unknown}")
+        return cls(**d)
+
+
+def gate_config(preset: str = "default", **overrides: Any) -> GateConfig:
+    """A preset (``paper`` or ``default``) with ``overrides`` (any ``GateConfig`` field)."""
+    if preset not in PRESETS:
+        raise AddkError(f"unknown gate preset {preset!r}; valid: {', '.join(PRESETS)}")
+    fields = dict(PRESETS[preset])
+    fields.update(overrides)
+    fields.setdefault("preset", preset)
+    return GateConfig(**fields)
+
+
+def proximal_clip(
+    coef: Float[Tensor, "layer head"], lam: float, lr: float, clip: bool = True
+) -> Float[Tensor, "layer head"]:
+    """M ← sign(M)·max(|M| − λ·lr, 0), then (``clip``) M ← clamp(M, 0, 1). Returns a new tensor."""
+    out = torch.sign(coef) * torch.clamp(coef.abs() - lam * lr, min=0.0)
+    return out.clamp(0.0, 1.0) if clip else out
+
+
+# ============================================================================ upper-layer forward
+
+
+class _Stop(Exception):
+    """Ends a forward pass from inside a hook."""
+
+
+def _final_hidden(x):
+    return x[0] if isinstance(x, tuple) else x
+
+
+class UpperForward:
+    """Run blocks ``start..L−1`` (+ final norm + unembedding at chosen positions) from a cached
+    block input, with TL hooks active; the same numbers as the full hooked forward.
+
+    Bridge: each wrapped HF decoder layer gets the keyword arguments the HF model passed it in
+    a one-row run of the same sequence length (captured once per length, KV cache removed).
+    Classic HookedTransformer: its blocks compute rotary positions themselves.
+    """
+
+    def __init__(self, model):
+        self.model = model
+        self._kwargs: dict[int, dict[int, dict]] = {}
+        blocks = getattr(model.model, "blocks", None)
+        self.supported = blocks is not None and len(blocks) == model.n_layers
+        if model.backend not in ("bridge", "hooked"):
+            self.supported = False
+
+    def block_inputs(
+        self, tokens: Int[Tensor, "batch pos"], layers: Sequence[int], fwd_hooks=()
+    ) -> dict[int, Float[Tensor, "batch pos d_model"]]:
+        """Inputs of the given blocks (``hook_resid_pre``), stopping after the deepest one."""
+        names = {layer: f"blocks.{layer}.hook_resid_pre" for layer in layers}
+        last = names[max(layers)]
+        acts = self.model.run_collect(tokens, list(names.values()), fwd_hooks, stop_after=last)
+        return {layer: acts[n].detach() for layer, n in names.items()}
+
+    def _block_kwargs(self, tokens: Int[Tensor, "batch pos"]) -> dict[int, dict]:
+        n = tokens.shape[1]
+        if n in self._kwargs:
+            return self._kwargs[n]
+        from transformers.cache_utils import Cache
+
+        blocks = self.model.model.blocks
+        caps: dict[int, dict] = {}
+        last = self.model.n_layers - 1
+
+        def make(i):
+            def pre(_mod, args, kwargs):
+                caps[i] = dict(kwargs)
+                if i == last:
+                    raise _Stop
+
+            return pre
+
+        handles = [b.register_forward_pre_hook(make(i), with_kwargs=True) for i, b in enumerate(blocks)]
+        try:
+            with torch.no_grad():
+                self.model.model(tokens[:1])
+        except _Stop:
+            pass
+        finally:
+            for h in handles:
+                h.remove()
+        if len(caps) != self.model.n_layers:
+            raise AddkError("could not capture the decoder-layer arguments of every block")
+        out = {}
+        for i, kw in caps.items():
+            kw = {k: (None if isinstance(v, Cache) else v) for k, v in kw.items()}
+            if "use_cache" in kw:
+                kw["use_cache"] = False
+            out[i] = kw
+        self._kwargs[n] = out
+        return out
+
+    def final_resid(
+        self,
+        hidden: Float[Tensor, "batch pos d_model"],
+        start: int,
+        fwd_hooks=(),
+    ) -> Float[Tensor, "batch pos d_model"]:
+        """The output of the last block, from the input of block ``start``."""
+        blocks = self.model.model.blocks
+        kwargs = self._block_kwargs_for(hidden) if self.model.backend == "bridge" else None
+        with self.model.hooks(fwd_hooks):
+            h = hidden
+            for i in range(start, self.model.n_layers):
+                out = blocks[i](h, **kwargs[i]) if kwargs is not None else blocks[i](h)
+                h = _final_hidden(out)
+        return h
+
+    def _block_kwargs_for(self, hidden: Tensor) -> dict[int, dict]:
+        n = hidden.shape[1]
+        if n not in self._kwargs:
+            raise AddkError(f"no captured block arguments for sequence length {n}; call prepare")
+        return self._kwargs[n]
+
+    def prepare_length(self, tokens: Int[Tensor, "batch pos"]) -> None:
+        if self.model.backend == "bridge":
+            self._block_kwargs(tokens)
+
+    def logits(
+        self,
+        hidden: Float[Tensor, "batch pos d_model"],
+        start: int,
+        positions: Sequence[int],
+        fwd_hooks=(),
+    ) -> Float[Tensor, "batch n vocab"]:
+        """Logits at ``positions`` (same for every row) from the input of block ``start``."""
+        h = self.final_resid(hidden, start, fwd_hooks)
+        x = _final_hidden(self.model._final_norm()(h[:, list(positions)]))
+        return self.model._unembed(x)
+
+
+# ============================================================================ prepared prompts
+
+
+@dataclass
+class PromptGroup:
+    """Zero-shot prompts of one (prompt length P, answer length A); tokens = prompt + answer.
+
+    ``indices``: positions in the caller's example list; ``hidden``: the cached input of the
+    injection block (upper-layer path only).
+    """
+
+    prompt_len: int
+    answer_len: int
+    indices: Int[Tensor, " batch"]
+    tokens: Int[Tensor, "batch pos"]
+    answer_ids: Int[Tensor, "batch answer"]
+    hidden: Float[Tensor, "batch pos d_model"] | None = None
+
+    @property
+    def query_pos(self) -> int:
+        return self.prompt_len - 1
+
+    def positions(self, n_pos: int) -> list[int]:
+        """n_pos positions from the query: A predicts the answer, A + 1 adds the terminator."""
+        return list(range(self.prompt_len - 1, self.prompt_len - 1 + n_pos))
+
+    def __len__(self) -> int:
+        return self.tokens.shape[0]
+
+
+def _group_encoded(encoded: list[Encoded]) -> list[PromptGroup]:
+    buckets: dict[tuple[int, int], list[int]] = {}
+    for i, e in enumerate(encoded):
+        buckets.setdefault((len(e.prompt_ids), len(e.answer_ids)), []).append(i)
+    groups = []
+    for (p, a), idx in sorted(buckets.items()):
+        rows = [list(encoded[i].prompt_ids) + list(encoded[i].answer_ids) for i in idx]
+        groups.append(
+            PromptGroup(
+                p,
+                a,
+                torch.tensor(idx, dtype=torch.long),
+                torch.tensor(rows, dtype=torch.long),
+                torch.tensor([list(encoded[i].answer_ids) for i in idx], dtype=torch.long),
+            )
+        )
+    return groups
+
+
+@dataclass
+class InjectedScores:
+    """Teacher-forced scores (``scoring`` semantics) per [variant, example]."""
+
+    correct: np.ndarray
+    match: np.ndarray
+    terminated: np.ndarray
+    answer_logprob: np.ndarray
+    first_token_prob: np.ndarray
+
+
+class InjectionRunner:
+    """Zero-shot prompts with a per-example vector added at ``blocks.ℓ.hook_<site>``.
+
+    Built once per example list: prompts are encoded zero-shot and grouped by shape; on the
+    upper-layer path the input of block ℓ is cached for every prompt (one partial forward), so
+    each later evaluation runs blocks ℓ..L−1 only. ``path``: ``auto`` / ``upper`` / ``full``;
+    the path that runs is ``self.path`` (``self.check`` holds the self-check result).
+    """
+
+    def __init__(
+        self,
+        model,
+        examples: list[Example],
+        *,
+        layer: int,
+        site: str = "resid_mid",
+        fmt="arrow",
+        path: str = "auto",
+        batch_size: int = 64,
+    ):
+        if not examples:
+            raise AddkError("no examples to run")
+        if path not in FORWARD_PATHS:
+            raise AddkError(f"path must be one of {FORWARD_PATHS}, got {path!r}")
+        if batch_size <= 0:
+            raise AddkError("batch_size must be positive")
+        resid_site(model, layer, site)
+        self.model = model
+        self.examples = list(examples)
+        self.layer = layer
+        self.site = site
+        self.batch_size = batch_size
+        self.groups = _group_encoded(encode_examples(model, self.examples, fmt, zero_shot=True))
+        self.upper = UpperForward(model)
+        self.check: dict[str, Any] = {}
+        self.path = "full"
+        if path != "full":
+            ok, info = self._try_upper()
+            self.check = info
+            if ok:
+                self.path = "upper"
+            elif path == "upper":
+                raise AddkError(f"the upper-layer forward is not available: {info}")
+        if self.path == "upper":
+            with torch.no_grad():
+                for g in self.groups:
+                    self.upper.prepare_length(g.tokens)
+                    parts = [
+                        self.upper.block_inputs(g.tokens[s : s + batch_size], [layer])[layer]
+                        for s in range(0, len(g), batch_size)
+                    ]
+                    g.hidden = torch.cat(parts)
+
+    def _try_upper(self) -> tuple[bool, dict]:
+        if not self.upper.supported:
+            return False, {"reason": f"no block list on backend {self.model.backend}"}
+        g = self.groups[0]
+        toks = g.tokens[:4]
+        d = self.model.info.d_model
+        vec = torch.linspace(-1.0, 1.0, d).expand(len(toks), d) * 3.0
+        pos = g.positions(g.answer_len + 1)
+        try:
+            with torch.no_grad():
+                hooks = inject(self.model, vec, g.query_pos, self.layer, self.site)
+                full = self.model.logits_at(toks, pos, hooks)
+                self.upper.prepare_length(toks)
+                hid = self.upper.block_inputs(toks, [self.layer])[self.layer]
+                up = self.upper.logits(hid, self.layer, pos, hooks)
+        except Exception as e:  # any backend incompatibility -> fall back, recorded
+            return False, {"reason": f"{type(e).__name__}: {e}"[:300]}
+        diff = float((full.float() - up.float()).abs().max())
+        scale = max(1.0, float(full.float().abs().max()))
+        info = {"max_abs_diff": diff, "scale": scale, "rtol": CHECK_RTOL}
+        if not diff <= CHECK_RTOL * scale:
+            info["reason"] = "upper-layer logits differ from the full forward"
+            return False, info
+        return True, info
+
+    # ------------------------------------------------------------------ forward
+    def logits(
+        self,
+        group: PromptGroup,
+        rows: Int[Tensor, " batch"],
+        vectors: Float[Tensor, "batch d_model"],
+        n_pos: int,
+    ) -> Float[Tensor, "batch n vocab"]:
+        """Logits at ``n_pos`` positions from the query for ``group`` rows (keeps gradients)."""
+        hooks = inject(self.model, vectors, group.query_pos, self.layer, self.site)
+        pos = group.positions(n_pos)
+        if self.path == "upper":
+            return self.upper.logits(group.hidden[rows], self.layer, pos, hooks)
+        return self.model.logits_at(group.tokens[rows], pos, hooks)
+
+    def score(
+        self, vectors: Float[Tensor, "*variant example d_model"], batch_size: int | None = None
+    ) -> InjectedScores:
+        """Score every example under every variant's vectors ([variant, example, d] or
+        [example, d]); the variants of one prompt group are stacked along the batch."""
+        vec = vectors if vectors.ndim == 3 else vectors[None]
+        n_var, n_ex, d = vec.shape
+        if n_ex != len(self.examples) or d != self.model.info.d_model:
+            raise AddkError(
+                f"vectors must be [variant, {len(self.examples)}, {self.model.info.d_model}], "
+                f"got {tuple(vectors.shape)}"
+            )
+        if not torch.isfinite(vec).all():
+            raise AddkError("the injected vectors contain NaN or inf")
+        bs = batch_size or self.batch_size
+        out = {
+            k: np.zeros((n_var, n_ex), dtype=dt)
+            for k, dt in (
+                ("correct", bool),
+                ("match", bool),
+                ("terminated", bool),
+                ("answer_logprob", np.float64),
+                ("first_token_prob", np.float64),
+            )
+        }
+        with torch.no_grad():
+            for g in self.groups:
+                n = len(g)
+                pairs = torch.stack(
+                    torch.meshgrid(torch.arange(n_var), torch.arange(n), indexing="ij"), -1
+                ).reshape(-1, 2)
+                for s in range(0, len(pairs), bs):
+                    chunk = pairs[s : s + bs]
+                    var, rows = chunk[:, 0], chunk[:, 1]
+                    ex = g.indices[rows]
+                    logits = self.logits(g, rows, vec[var, ex], g.answer_len + 1)
+                    sc = scores_from_logits(self.model, logits, g.answer_ids[rows])
+                    v, e = var.numpy(), ex.numpy()
+                    out["correct"][v, e] = sc.correct.numpy()
+                    out["match"][v, e] = sc.match.numpy()
+                    out["terminated"][v, e] = sc.terminated.numpy()
+                    out["answer_logprob"][v, e] = sc.answer_logprob.double().numpy()
+                    out["first_token_prob"][v, e] = sc.first_token_prob.double().numpy()
+        return InjectedScores(**out)
+
+    def evaluate(self, vectors: Float[Tensor, "example d_model"], label: str = "fv") -> pd.DataFrame:
+        """One row per example (``scoring.evaluate`` columns minus ``pred``) for one variant."""
+        sc = self.score(vectors)
+        return pd.DataFrame(
+            {
+                "task": [e.task for e in self.examples],
+                "k": [e.k for e in self.examples],
+                "shots": 0,
+                "query": [e.query for e in self.examples],
+                "answer": [e.answer for e in self.examples],
+                "correct": sc.correct[0],
+                "match": sc.match[0],
+                "terminated": sc.terminated[0],
+                "answer_logprob": sc.answer_logprob[0],
+                "first_token_prob": sc.first_token_prob[0],
+                "condition": label,
+            }
+        )
+
+
+def task_vectors(
+    means: HeadMeans, examples: list[Example], coefs: Float[Tensor, "layer head"]
+) -> Float[Tensor, "example d_model"]:
+    """FV_{t(i)} = Σ_{l,h} coefs[l,h]·mean_{t(i)}[l,h] for every example i (differentiable)."""
+    tasks = list(dict.fromkeys(e.task for e in examples))
+    idx = torch.tensor([means.task_index(t) for t in tasks])
+    fv = torch.einsum("lh,tlhd->td", coefs.to(means.means.dtype), means.means[idx])
+    row = {t: i for i, t in enumerate(tasks)}
+    return fv[torch.tensor([row[e.task] for e in examples])]
+
+
+# ============================================================================ data
+
+
+def _derived_seed(*parts: Any) -> int:
+    digest = hashlib.sha256(":".join(map(str, parts)).encode()).hexdigest()
+    return int(digest[:15], 16)
+
+
+def _subsample(examples: list[Example], n: int, seed: int, kind: str) -> list[Example]:
+    if len(examples) <= n:
+        return examples
+    keep = sorted(random.Random(_derived_seed(seed, kind, "subsample")).sample(range(len(examples)), n))
+    return [examples[i] for i in keep]
+
+
+def gate_training_examples(family: TaskFamily, config: GateConfig) -> list[Example]:
+    """``n_items`` zero-shot training items over the family's training tasks (kind
+    ``gate_train``): ceil(n_items / tasks) per task, then a seeded subsample of n_items."""
+    if not family.train:
+        raise AddkError("the training split is empty; gate training needs training tasks")
+    per = math.ceil(config.n_items / len(family.train))
+    ex = sample_family(family, family.train, per, 0, seed=config.seed, kind="gate_train")
+    return _subsample(ex, config.n_items, config.seed, "gate_train")
+
+
+def gate_monitor_examples(family: TaskFamily, config: GateConfig) -> list[Example]:
+    """``n_monitor`` zero-shot prompts per held-out task (kind ``gate_monitor``), or []."""
+    if config.n_monitor == 0 or not family.heldout:
+        return []
+    return sample_family(
+        family, family.heldout, config.n_monitor, 0, seed=config.seed, kind="gate_monitor"
+    )
+
+
+def _tensor_hash(t: Tensor) -> str:
+    return hashlib.sha256(t.detach().float().contiguous().numpy().tobytes()).hexdigest()[:16]
+
+
+# ============================================================================ the result
+
+
+@dataclass(frozen=True)
+class GateFit:
+    """A trained gate matrix with everything needed to audit and reuse it.
+
+    ``coefficients[e]`` is M (coef mode) or σ(θ) (mask mode) after epoch e + 1; ``init`` the
+    same quantity before training; ``param`` the final raw parameter (M or θ). ``history`` has
+    one dict per epoch (loss, nll, reg, train_match, sparsity, n_nonzero, n_selected,
+    heldout_acc); ``steps`` one dict per optimizer step. ``identity`` holds the model
+    fingerprint, task lists and data/means hashes; ``timing`` is not part of the result.
+    """
+
+    mode: str
+    config: GateConfig
+    layer: int
+    coefficients: Float[Tensor, "epoch layer head"]
+    init: Float[Tensor, "layer head"]
+    param: Float[Tensor, "layer head"]
+    history: tuple[dict, ...]
+    steps: tuple[dict, ...]
+    model_fingerprint: str
+    forward_path: str
+    identity: dict = field(default_factory=dict)
+    timing: dict = field(default_factory=dict)
+
+    @property
+    def final(self) -> Float[Tensor, "layer head"]:
+        return self.coefficients[-1]
+
+    @property
+    def n_epochs(self) -> int:
+        return self.coefficients.shape[0]
+
+    def selection_matrix(self, k: int | None = None) -> Float[np.ndarray, "layer head"]:
+        """Mean of the last k epoch checkpoints (k = ``config.select_k``, at most n_epochs)."""
+        k = min(self.config.select_k if k is None else k, self.n_epochs)
+        return mean_last_k(list(self.coefficients), k)
+
+    def select(self, rule: str | None = None, k: int | None = None, **params: float) -> Cut:
+        """The selected set: ``rule`` (default ``config.select_rule``) on ``selection_matrix``."""
+        try:
+            return cut(self.selection_matrix(k), rule or self.config.select_rule, **params)
+        except AddkError:
+            raise
+        except ValueError as e:
+            raise AddkError(str(e)) from None
+
+    def stability(self, rule: str | None = None, k: int | None = None) -> dict[str, Any]:
+        """Selected set after every epoch (cut on the mean of the last ≤ k checkpoints) and the
+        first epoch from which it equals the final set (convergence diagnostic)."""
+        k = self.config.select_k if k is None else k
+        rule = rule or self.config.select_rule
+        sets = []
+        for e in range(1, self.n_epochs + 1):
+            m = mean_last_k(list(self.coefficients[:e]), min(k, e))
+            sets.append(tuple(cut(m, rule).selected) if rule != "fixed" else ())
+        final = sets[-1]
+        since = self.n_epochs
+        while since > 1 and sets[since - 2] == final:
+            since -= 1
+        return {
+            "rule": rule,
+            "k": k,
+            "n_selected": [len(s) for s in sets],
+            "stable_since_epoch": since,
+            "final": [list(h) for h in final],
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "version": GATE_FIT_VERSION,
+            "mode": self.mode,
+            "config": self.config.to_dict(),
+            "layer": self.layer,
+            "coefficients": self.coefficients.tolist(),
+            "init": self.init.tolist(),
+            "param": self.param.tolist(),
+            "history": list(self.history),
+            "steps": list(self.steps),
+            "model_fingerprint": self.model_fingerprint,
+            "forward_path": self.forward_path,
+            "identity": dict(self.identity),
+            "timing": dict(self.timing),
+        }
+
+    def save(self, path) -> Path:
+        """``path`` (.safetensors: coefficients, init, param) + the same stem ``.json``."""
+        path = Path(path)
+        if path.suffix != ".safetensors":
+            path = path.with_suffix(".safetensors")
+        meta = {k: v for k, v in self.to_dict().items() if k not in ("coefficients", "init", "param")}
+        write_tensors(
+            path,
+            {"coefficients": self.coefficients, "init": self.init, "param": self.param},
+            {"model_fingerprint": self.model_fingerprint, "kind": "gate_fit"},
+        )
+        write_json(path.with_suffix(".json"), meta)
+        return path
+
+    @classmethod
+    def load(cls, path, model=None) -> GateFit:
+        path = Path(path)
+        if path.suffix != ".safetensors":
+            path = path.with_suffix(".safetensors")
+        expect = {"kind": "gate_fit"}
+        if model is not None:
+            expect["model_fingerprint"] = model.info.fingerprint
+        t, _ = read_tensors(path, expect)
+        meta = read_json(path.with_suffix(".json"))
+        if meta.get("version") != GATE_FIT_VERSION:
+            raise AddkError(f"{path}: gate-fit version {meta.get('version')} is not supported")
+        return cls(
+            mode=meta["mode"],
+            config=GateConfig.from_dict(meta["config"]),
+            layer=meta["layer"],
+            coefficients=t["coefficients"],
+            init=t["init"],
+            param=t["param"],
+            history=tuple(meta["history"]),
+            steps=tuple(meta["steps"]),
+            model_fingerprint=meta["model_fingerprint"],
+            forward_path=meta["forward_path"],
+            identity=meta["identity"],
+            timing=meta.get("timing", {}),
+        )
+
+
+# ============================================================================ training
+
+
+class GateProblem:
+    """Training data, means and the differentiable forward of one gate mode (built once)."""
+
+    def __init__(
+        self,
+        model,
+        examples: list[Example],
+        means: HeadMeans,
+        config: GateConfig,
+        *,
+        batch_size: int = 64,
+    ):
+        self.model = model
+        self.config = config
+        self.examples = list(examples)
+        self.means = means
+        tasks = list(dict.fromkeys(e.task for e in examples))
+        for t in tasks:
+            means.task_index(t)
+        self.task_idx = torch.tensor([means.task_index(e.task) for e in examples])
+        if config.mode == "coef":
+            self.runner = InjectionRunner(
+                model,
+                examples,
+                layer=config.layer,
+                site=config.site,
+                fmt=config.fmt,
+                path=config.forward,
+                batch_size=batch_size,
+            )
+            self.groups = self.runner.groups
+            self.path = self.runner.path
+            self.check = self.runner.check
+        else:
+            self.runner = None
+            self.groups = _group_encoded(
+                encode_examples(model, self.examples, config.fmt, zero_shot=True)
+            )
+            self.path = "full"
+            self.check = {"reason": "mask mode gates every layer: full forward"}
+        self.item_group = torch.empty(len(examples), dtype=torch.long)
+        self.item_row = torch.empty(len(examples), dtype=torch.long)
+        for gi, g in enumerate(self.groups):
+            self.item_group[g.indices] = gi
+            self.item_row[g.indices] = torch.arange(len(g))
+
+    def coefficients(self, param: Tensor) -> Tensor:
+        return param if self.config.mode == "coef" else torch.sigmoid(param)
+
+    def regularizer(self, param: Tensor) -> Tensor:
+        return self.coefficients(param).abs().sum()
+
+    def logits(
+        self, param: Tensor, group: PromptGroup, rows: Int[Tensor, " batch"], n_pos: int
+    ) -> Float[Tensor, "batch n vocab"]:
+        """Differentiable logits at ``n_pos`` positions from the query for ``group`` rows."""
+        items = group.indices[rows]
+        if self.config.mode == "coef":
+            vec = task_vectors(self.means, [self.examples[i] for i in items.tolist()], param)
+            return self.runner.logits(group, rows, vec, n_pos)
+        z_src = self.means.z_means[self.task_idx[items]]
+        hooks = gate_heads(self.model, torch.sigmoid(param), group.query_pos, z_src)
+        return self.model.logits_at(group.tokens[rows], group.positions(n_pos), hooks)
+
+    def split(self, items: Int[Tensor, " batch"]) -> list[tuple[PromptGroup, Tensor]]:
+        """A mini-batch of item indices -> [(group, rows)] in group order, batch order kept."""
+        gid = self.item_group[items]
+        out = []
+        for gi in torch.unique(gid).tolist():
+            out.append((self.groups[gi], self.item_row[items[gid == gi]]))
+        return out
+
+
+def _nll_and_match(
+    logits: Float[Tensor, "batch answer vocab"], answer_ids: Int[Tensor, "batch answer"]
+) -> tuple[Tensor, Tensor]:
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    lp = logp.gather(-1, answer_ids.unsqueeze(-1)).squeeze(-1)
+    match = (logits.detach().argmax(-1) == answer_ids).all(-1)
+    return -lp.sum(), match
+
+
+def _init_param(config: GateConfig, shape: tuple[int, int]) -> Tensor:
+    gen = torch.Generator().manual_seed(config.seed)
+    u = torch.rand(shape, generator=gen)
+    if config.mode == "coef":
+        return u
+    g = 0.1 + 0.8 * u
+    return torch.log(g) - torch.log1p(-g)
+
+
+def _sparsity(mode: str, coefs: Tensor) -> tuple[float, int]:
+    """(fraction of inactive heads, number active); active: |M| > 1e-6 (coef), σ(θ) ≥ ½ (mask)."""
+    active = int((coefs.abs() > 1e-6 if mode == "coef" else coefs >= 0.5).sum())
+    return 1.0 - active / coefs.numel(), active
+
+
+def _n_selected(coefs_hist: list[Tensor], config: GateConfig) -> int | None:
+    if config.select_rule == "fixed":
+        return None
+    k = min(config.select_k, len(coefs_hist))
+    return cut(mean_last_k(coefs_hist, k), config.select_rule).n_selected
+
+
+def train_step(
+    problem: GateProblem, param: Tensor, opt: torch.optim.Optimizer, items: Int[Tensor, " batch"]
+) -> dict[str, float]:
+    """One optimizer step on the mini-batch ``items``: Σ_groups NLL / B + λ·reg, AdamW, then
+    (coef mode) the proximal soft-threshold and the clip. Returns the step's numbers."""
+    cfg = problem.config
+    b = len(items)
+    opt.zero_grad(set_to_none=True)
+    nll_total, n_match = 0.0, 0
+    for group, rows in problem.split(items):
+        logits = problem.logits(param, group, rows, group.answer_len)
+        nll, match = _nll_and_match(logits, group.answer_ids[rows])
+        (nll / b).backward()
+        nll_total += float(nll.detach())
+        n_match += int(match.sum())
+    reg = problem.regularizer(param)
+    (cfg.lam * reg).backward()
+    opt.step()
+    if cfg.mode == "coef" and (cfg.proximal or cfg.clip):
+        with torch.no_grad():
+            lam = cfg.lam if cfg.proximal else 0.0
+            param.copy_(proximal_clip(param, lam, cfg.lr, clip=cfg.clip))
+    reg_v = float(reg.detach())
+    return {
+        "loss": nll_total / b + cfg.lam * reg_v,
+        "nll": nll_total / b,
+        "reg": reg_v,
+        "match": n_match / b,
+        "n_match": n_match,
+    }
+
+
+class _Monitor:
+    """Held-out accuracy with the current coefficients (logged only; no gradients)."""
+
+    def __init__(self, model, examples, means: HeadMeans, config: GateConfig, problem):
+        self.model = model
+        self.examples = examples
+        self.means = means
+        self.config = config
+        if config.mode == "coef":
+            self.runner = InjectionRunner(
+                model,
+                examples,
+                layer=config.layer,
+                site=config.site,
+                fmt=config.fmt,
+                path="upper" if problem.path == "upper" else "full",
+                batch_size=64,
+            )
+        else:
+            self.groups = _group_encoded(encode_examples(model, examples, config.fmt, zero_shot=True))
+            self.task_idx = torch.tensor([means.task_index(e.task) for e in examples])
+
+    def accuracy(self, param: Tensor) -> float:
+        with torch.no_grad():
+            if self.config.mode == "coef":
+                vec = task_vectors(self.means, self.examples, param)
+                return float(self.runner.score(vec).correct.mean())
+            n_ok = 0
+            gate = torch.sigmoid(param)
+            for g in self.groups:
+                for s in range(0, len(g), 64):
+                    rows = torch.arange(s, min(s + 64, len(g)))
+                    z_src = self.means.z_means[self.task_idx[g.indices[rows]]]
+                    hooks = gate_heads(self.model, gate, g.query_pos, z_src)
+                    logits = self.model.logits_at(
+                        g.tokens[rows], g.positions(g.answer_len + 1), hooks
+                    )
+                    n_ok += int(scores_from_logits(self.model, logits, g.answer_ids[rows]).correct.sum())
+            return n_ok / len(self.examples)
+
+
+def _identity(model, config, examples, means, heldout_examples, heldout_means, path) -> dict:
+    train_tasks = list(dict.fromkeys(e.task for e in examples))
+    ident = {
+        "model_fingerprint": model.info.fingerprint,
+        "config": config.to_dict(),
+        "train_tasks": train_tasks,
+        "train_manifest": manifest_hash(examples),
+        "train_means": _tensor_hash(
+            torch.stack([means.means[means.task_index(t)] for t in train_tasks])
+        )
+        + _tensor_hash(torch.stack([means.z_means[means.task_index(t)] for t in train_tasks])),
+        "heldout_tasks": list(dict.fromkeys(e.task for e in heldout_examples)),
+        "heldout_manifest": manifest_hash(heldout_examples) if heldout_examples else None,
+        "heldout_means": None,
+        "forward_path": path,
+        "code_version": __version__,
+    }
+    if heldout_examples:
+        ht = ident["heldout_tasks"]
+        ident["heldout_means"] = _tensor_hash(
+            torch.stack([heldout_means.means[heldout_means.task_index(t)] for t in ht])
+        ) + _tensor_hash(torch.stack([heldout_means.z_means[heldout_means.task_index(t)] for t in ht]))
+    return ident
+
+
+def _identity_key(ident: dict) -> str:
+    return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
+
+
+# ------------------------------------------------------------------ checkpoints
+
+
+def _ckpt_stem(directory: Path, epoch: int) -> Path:
+    return directory / f"epoch_{epoch:04d}"
+
+
+def _latest_checkpoint(directory: Path) -> int:
+    """Largest epoch whose JSON (written last) and safetensors both exist; 0 if none."""
+    best = 0
+    for p in directory.glob("epoch_*.json"):
+        try:
+            e = int(p.stem.split("_")[1])
+        except (IndexError, ValueError):
+            continue
+        if p.with_suffix(".safetensors").exists():
+            best = max(best, e)
+    return best
+
+
+def _write_checkpoint(directory: Path, epoch: int, state: dict, meta: dict) -> None:
+    stem = _ckpt_stem(directory, epoch)
+    write_tensors(stem.with_suffix(".safetensors"), state, {"key": meta["key"], "epoch": epoch})
+    write_json(stem.with_suffix(".json"), meta)  # the commit marker: written last
+
+
+def _read_checkpoint(directory: Path, epoch: int, ident: dict) -> tuple[dict, dict]:
+    stem = _ckpt_stem(directory, epoch)
+    meta = read_json(stem.with_suffix(".json"))
+    key = _identity_key(ident)
+    if meta.get("key") != key:
+        old = meta.get("identity", {})
+        diff = sorted(k for k in set(old) | set(ident) if old.get(k) != ident.get(k))
+        detail = ""
+        if "config" in diff:
+            oc, nc = old.get("config", {}), ident["config"]
+            fields = sorted(k for k in set(oc) | set(nc) if oc.get(k) != nc.get(k))
+            detail = f" (config fields: {', '.join(fields)})"
+        raise AddkError(
+            f"{directory} holds checkpoints of another gate-training run: {', '.join(diff)} "
+            f"differ{detail}. Use another checkpoint directory, or the same settings to resume."
+        )
+    state, _ = read_tensors(stem.with_suffix(".safetensors"), {"key": key, "epoch": epoch})
+    return state, meta
+
+
+# ------------------------------------------------------------------ main loop
+
+
+def train_gates(
+    model,
+    examples: list[Example],
+    means: HeadMeans,
+    config: GateConfig | None = None,
+    *,
+    heldout_examples: Sequence[Example] | None = None,
+    heldout_means: HeadMeans | None = None,
+    checkpoint_dir: str | Path | None = None,
+    resume: bool = True,
+    verbose: bool = True,
+    callback: Callable[[int, dict], None] | None = None,
+    batch_size_eval: int = 64,
+) -> GateFit:
+    """Train the gate matrix (see module docstring) on zero-shot training ``examples``.
+
+    ``means``: per-task means of the training tasks (``capture_means`` on kind ``activation``);
+    ``heldout_examples``/``heldout_means``: the monitor (logged only). ``checkpoint_dir``: one
+    checkpoint per epoch; an existing run there is resumed (``resume=True``) if its identity
+    matches, else refused. ``callback(epoch, record)`` runs after each checkpoint (an exception
+    there interrupts the run, which a later call resumes).
+    """
+    cfg = config or gate_config("default")
+    if not examples:
+        raise AddkError("no training examples: the training split is empty")
+    if any(len(e.demos) for e in examples):
+        examples = [e.zero_shot() for e in examples]
+    check_means_model(model, means)
+    layer = default_injection_layer(model.n_layers) if cfg.layer is None else cfg.layer
+    resid_site(model, layer, cfg.site)
+    cfg = replace(cfg, layer=layer)
+    heldout = [e.zero_shot() for e in (heldout_examples or [])]
+    train_tasks = set(e.task for e in examples)
+    if heldout:
+        if heldout_means is None:
+            raise AddkError("heldout_examples need heldout_means (their own task means)")
+        check_means_model(model, heldout_means)
+        leak = sorted(train_tasks & {e.task for e in heldout})
+        if leak:
+            raise AddkError(f"tasks {leak} are both training and held-out tasks")
+    for name, m, tasks in (("training", means, train_tasks),):
+        missing = [t for t in sorted(tasks) if t not in m.tasks]
+        if missing:
+            raise AddkError(f"no {name} means for tasks {missing}")
+    sub = torch.stack([means.means[means.task_index(t)] for t in sorted(train_tasks)])
+    if not torch.isfinite(sub).all() or not torch.isfinite(means.z_means).all():
+        raise AddkError("the training means contain NaN or inf")
+
+    t0 = time.time()
+    problem = GateProblem(model, examples, means, cfg, batch_size=batch_size_eval)
+    monitor = _Monitor(model, heldout, heldout_means, cfg, problem) if heldout else None
+    ident = _identity(model, cfg, examples, means, heldout, heldout_means, problem.path)
+    key = _identity_key(ident)
+    shape = (model.n_layers, model.n_heads)
+
+    param = _init_param(cfg, shape).requires_grad_(True)
+    init_coefs = problem.coefficients(param.detach()).clone()
+    opt = torch.optim.AdamW(
+        [param], lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay
+    )
+    coef_hist: list[Tensor] = []
+    history: list[dict] = []
+    steps: list[dict] = []
+    start_epoch = 0
+    ckdir = Path(checkpoint_dir) if checkpoint_dir is not None else None
+    resumed_from = 0
+    if ckdir is not None:
+        if ckdir.exists() and not ckdir.is_dir():
+            raise AddkError(f"{ckdir} exists and is not a directory")
+        last = _latest_checkpoint(ckdir) if ckdir.exists() else 0
+        if last and not resume:
+            raise AddkError(
+                f"{ckdir} already holds gate checkpoints (epoch {last}); pass resume=True or "
+                "use another directory"
+            )
+        if last:
+            state, meta = _read_checkpoint(ckdir, last, ident)
+            with torch.no_grad():
+                param.copy_(state["param"])
+            opt.state[param] = {
+                "step": state["opt_step"].clone(),
+                "exp_avg": state["exp_avg"].clone(),
+                "exp_avg_sq": state["exp_avg_sq"].clone(),
+            }
+            coef_hist = list(state["coefficients"])
+            history = list(meta["history"])
+            steps = list(meta["steps"])
+            start_epoch = resumed_from = last
+
+    n = len(examples)
+    steps_per_epoch = math.ceil(n / cfg.batch_size)
+    total = cfg.epochs * steps_per_epoch
+    bar = tqdm(
+        total=total,
+        initial=start_epoch * steps_per_epoch,
+        desc=f"gates[{cfg.mode}]",
+        disable=not verbose,
+    )
+    try:
+        for epoch in range(start_epoch, cfg.epochs):
+            gen = torch.Generator().manual_seed(_derived_seed(cfg.seed, "epoch", epoch) % 2**63)
+            perm = torch.randperm(n, generator=gen)
+            sums = {"loss": 0.0, "nll": 0.0, "reg": 0.0, "match": 0}
+            for s in range(0, n, cfg.batch_size):
+                items = perm[s : s + cfg.batch_size]
+                b = len(items)
+                rec = train_step(problem, param, opt, items)
+                if not math.isfinite(rec["loss"]):
+                    raise AddkError(
+                        f"non-finite loss at epoch {epoch + 1}, step {len(steps) + 1}; lower lr"
+                    )
+                steps.append({"epoch": epoch + 1, "step": len(steps) + 1, **rec})
+                sums["loss"] += rec["loss"] * b
+                sums["nll"] += rec["nll"] * b
+                sums["reg"] += rec["reg"] * b
+                sums["match"] += rec["n_match"]
+                sp, _ = _sparsity(cfg.mode, problem.coefficients(param.detach()))
+                bar.update(1)
+                bar.set_postfix(
+                    loss=f"{rec['loss']:.3f}", sparsity=f"{sp:.2f}", acc=f"{rec['match']:.2f}"
+                )
+            coefs = problem.coefficients(param.detach()).clone()
+            coef_hist.append(coefs)
+            sp, nnz = _sparsity(cfg.mode, coefs)
+            rec = {
+                "epoch": epoch + 1,
+                "loss": sums["loss"] / n,
+                "nll": sums["nll"] / n,
+                "reg": sums["reg"] / n,
+                "train_match": sums["match"] / n,
+                "sparsity": sp,
+                "n_active": nnz,
+                "n_selected": _n_selected(coef_hist, cfg),
+                "heldout_acc": monitor.accuracy(param.detach()) if monitor else None,
+            }
+            history.append(rec)
+            bar.set_postfix(
+                loss=f"{rec['loss']:.3f}",
+                sparsity=f"{sp:.2f}",
+                acc=f"{rec['train_match']:.2f}",
+                heldout=("-" if rec["heldout_acc"] is None else f"{rec['heldout_acc']:.2f}"),
+            )
+            if ckdir is not None:
+                st = opt.state[param]
+                _write_checkpoint(
+                    ckdir,
+                    epoch + 1,
+                    {
+                        "param": param.detach(),
+                        "coefficients": torch.stack(coef_hist),
+                        "opt_step": st["step"],
+                        "exp_avg": st["exp_avg"],
+                        "exp_avg_sq": st["exp_avg_sq"],
+                    },
+                    {
+                        "key": key,
+                        "epoch": epoch + 1,
+                        "identity": ident,
+                        "history": history,
+                        "steps": steps,
+                    },
+                )
+            if callback is not None:
+                callback(epoch + 1, rec)
+    finally:
+        bar.close()
+    return GateFit(
+        mode=cfg.mode,
+        config=cfg,
+        layer=layer,
+        coefficients=torch.stack(coef_hist),
+        init=init_coefs,
+        param=param.detach().clone(),
+        history=tuple(history),
+        steps=tuple(steps),
+        model_fingerprint=model.info.fingerprint,
+        forward_path=problem.path,
+        identity={**ident, "forward_check": problem.check},
+        timing={"wall_s": round(time.time() - t0, 3), "resumed_from_epoch": resumed_from},
+    )
+
+
+def fit_gates(
+    model,
+    family: TaskFamily,
+    means: HeadMeans,
+    heldout_means: HeadMeans | None = None,
+    config: GateConfig | None = None,
+    **kwargs: Any,
+) -> GateFit:
+    """``train_gates`` on the family's training split (``gate_training_examples``), monitored
+    on its held-out split (``gate_monitor_examples``) when ``heldout_means`` is given."""
+    cfg = config or gate_config("default")
+    train = gate_training_examples(family, cfg)
+    monitor = gate_monitor_examples(family, cfg) if heldout_means is not None else []
+    return train_gates(
+        model,
+        train,
+        means,
+        cfg,
+        heldout_examples=monitor or None,
+        heldout_means=heldout_means if monitor else None,
+        **kwargs,
+    )
