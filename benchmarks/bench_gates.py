@@ -61,6 +61,11 @@ def main() -> int:
     t_prep = time.time() - t0
     items = torch.randperm(len(examples), generator=torch.Generator().manual_seed(0))[: args.batch]
 
+    def split(items):
+        r = problem.runner
+        gi, ri = r.item_group[items], r.item_row[items]
+        return [(r.groups[g], ri[gi == g]) for g in torch.unique(gi).tolist()]
+
     def fast_step():
         param = torch.rand(model.n_layers, model.n_heads, generator=torch.Generator().manual_seed(1))
         param.requires_grad_(True)
@@ -72,7 +77,7 @@ def main() -> int:
         param.requires_grad_(True)
         b = len(items)
         nll_total = 0.0
-        for group, rows in problem.split(items):
+        for group, rows in split(items):
             ex = [examples[i] for i in group.indices[rows].tolist()]
             vec = task_vectors(means, ex, param)
             hooks = inject(model, vec, group.query_pos, cfg.layer, cfg.site)
@@ -96,7 +101,7 @@ def main() -> int:
 
     t_fast, nll_fast = timed(fast_step)
     t_naive, nll_naive = timed(naive_step)
-    shapes = sorted({(g.prompt_len, g.answer_len) for g, _ in problem.split(items)})
+    shapes = sorted({(g.prompt_len, g.answer_len) for g, _ in split(items)})
     print(f"model {model.info.name}: {model.n_layers} layers x {model.n_heads} heads, "
           f"injection layer {cfg.layer}, forward path {problem.path}")
     print(f"load {t_load:.1f} s, cache {len(examples)} training prompts {t_prep:.1f} s")

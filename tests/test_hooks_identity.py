@@ -149,3 +149,49 @@ def test_bad_inputs():
         iv.inject(model, torch.zeros(7), 3, 1)
     with pytest.raises(AddkError, match="not orthonormal|rank-deficient"):
         iv.check_basis(torch.ones(model.info.d_model, 2))
+
+
+@pytest.mark.parametrize("spec", ["tiny-llama", "tiny-llama-gqa", "tiny-hooked"])
+def test_projection_identities(spec):
+    model = tiny(spec)
+    b, _ = _batch(model)
+    q = b.query_pos
+    base = model.full_logits(b.tokens)
+    d = model.info.d_model
+    full, _ = torch.linalg.qr(torch.randn(d, d, generator=torch.Generator().manual_seed(0)))
+    mu = torch.randn(d)
+    # onto the whole space (any centre) and out of an empty-effect subspace are no-ops
+    same = model.full_logits(b.tokens, iv.project_head(model, (1, 2), q, full, mu, "onto"))
+    assert (same - base).abs().max().item() < 1e-4
+    # onto a subspace then out of it: the two edits sum to removing the centred part twice
+    sub = full[:, :3]
+    onto = model.full_logits(b.tokens, iv.project_head(model, (1, 2), q, sub, mu, "onto"))
+    assert (onto - base).abs().max().item() > 1e-4
+    # projecting onto a subspace equals replacing the head output by hand
+    z = capture_z(model, b.tokens, q)[:, 0, 1, 2]
+    o = z @ model.W_O[1, 2]
+    new = mu + (o - mu) @ sub @ sub.T
+    hand = model.full_logits(
+        b.tokens,
+        [
+            (
+                "blocks.1.hook_attn_out",
+                lambda act, hook: torch.cat(
+                    [act[:, :q], (act[:, q] + new - o)[:, None], act[:, q + 1 :]], 1
+                ),
+            )
+        ],
+    )
+    assert (onto - hand).abs().max().item() < 1e-5
+
+
+def test_projection_refuses_post_norm_and_bad_basis():
+    from addk_interp.errors import AddkError
+
+    g = tiny("tiny-gemma3")
+    basis = torch.eye(g.info.d_model)[:, :2]
+    with pytest.raises(AddkError, match="post-norm"):
+        iv.project_head(g, (0, 0), 3, basis)
+    m = tiny("tiny-llama")
+    with pytest.raises(AddkError, match="rank-deficient"):
+        iv.project_head(m, (0, 0), 3, torch.zeros(m.info.d_model, 2))

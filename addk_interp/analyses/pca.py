@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from jaxtyping import Float, Int
+from jaxtyping import Float, Float64, Int, Real
 
 __all__ = [
     "DEFAULT_THRESHOLD",
@@ -51,6 +51,12 @@ DEFAULT_THRESHOLD = 0.95
 ArrayIn = np.ndarray | torch.Tensor
 """Inputs may be numpy arrays or torch tensors (any float dtype, any device)."""
 
+ArrayLike = np.ndarray | torch.Tensor | Sequence[Any]
+"""What the entry points accept for an array argument: numpy, torch (any dtype, any device) or a
+(nested) sequence of numbers. They convert it with `as_float64` and check shape and values
+themselves, raising ValueError with a message that names the problem; the jaxtyping annotation
+next to it in each signature gives the expected shape."""
+
 Head = tuple[int, int]
 
 
@@ -64,7 +70,7 @@ def head_label(head: Head | None) -> str:
     return f"L{head[0]}H{head[1]}"
 
 
-def as_float64(x: ArrayIn | Sequence[float], *, what: str = "input") -> np.ndarray:
+def as_float64(x: ArrayLike, *, what: str = "input") -> Float64[np.ndarray, "..."]:
     """Copy ``x`` (numpy, torch of any dtype/device, or a sequence) to a float64 numpy array."""
     if isinstance(x, torch.Tensor):
         return x.detach().to(device="cpu", dtype=torch.float64).numpy().copy()
@@ -81,7 +87,9 @@ def _frozen(a: np.ndarray) -> np.ndarray:
     return a
 
 
-def _restore_kind(out: np.ndarray, like: ArrayIn) -> ArrayIn:
+def _restore_kind(
+    out: Float[np.ndarray, "*shape"], like: ArrayLike
+) -> Float[np.ndarray, "*shape"] | Float[torch.Tensor, "*shape"]:
     """Return ``out`` as the same kind of array as ``like`` (torch keeps dtype and device)."""
     if isinstance(like, torch.Tensor):
         dtype = like.dtype if like.is_floating_point() else torch.float64
@@ -94,7 +102,7 @@ def _json_number(x: float) -> int | float:
     return int(x) if x.is_integer() else x
 
 
-def _ks_float64(ks: ArrayIn | Sequence[float], n_task: int, *, where: str) -> np.ndarray:
+def _ks_float64(ks: ArrayLike, n_task: int, *, where: str) -> Float64[np.ndarray, " task"]:
     k = as_float64(ks, what="ks")
     if k.ndim != 1 or k.shape[0] != n_task:
         raise ValueError(
@@ -113,7 +121,9 @@ def _ks_float64(ks: ArrayIn | Sequence[float], n_task: int, *, where: str) -> np
 # -- the statistic --------------------------------------------------------------------------
 
 
-def pcs_from_cumvar(cumvar: Float[ArrayIn, " component"], threshold: float) -> int:
+def pcs_from_cumvar(
+    cumvar: Float[ArrayIn, " component"] | ArrayLike, threshold: float | int
+) -> int:
     """First (1-indexed) component count with cumvar >= threshold, clamped to the length.
 
     ``searchsorted(cumvar, threshold, side='left') + 1``: an exact tie reaches the threshold.
@@ -168,7 +178,10 @@ class HeadPCA:
         return self.components[:, :k]
 
     def project(
-        self, v: Float[ArrayIn, "*batch d_model"], k: int | None = None, recenter: bool = True
+        self,
+        v: Float[ArrayIn, "*batch d_model"] | ArrayLike,
+        k: int | None = None,
+        recenter: bool = True,
     ) -> Float[ArrayIn, "*batch d_model"]:
         """Project onto the top-``k`` PCs: ``mu + P_k P_k^T (v - mu)`` (§5.4.1).
 
@@ -222,12 +235,12 @@ class HeadPCA:
 
 
 def fit_head_pca(
-    x: Float[ArrayIn, "task d_model"],
-    ks: Float[ArrayIn, " task"] | Sequence[float],
+    x: Float[ArrayIn, "task d_model"] | ArrayLike,
+    ks: Real[ArrayIn, " task"] | ArrayLike,
     *,
     head: Head | None = None,
     n_components: int | None = None,
-    threshold: float = DEFAULT_THRESHOLD,
+    threshold: float | int = DEFAULT_THRESHOLD,
 ) -> HeadPCA:
     """Full-rank (or top-``n_components``) PCA of one head's per-task means (§5.1).
 
@@ -310,7 +323,9 @@ def fit_head_pca(
     )
 
 
-def _check_heads(heads: Sequence[Head], n_layer: int, n_head: int, shape: tuple[int, ...]):
+def _check_heads(
+    heads: Sequence[Head], n_layer: int, n_head: int, shape: tuple[int, ...]
+) -> list[Head]:
     checked: list[Head] = []
     for head in heads:
         try:
@@ -342,12 +357,12 @@ def slice_head(
 
 
 def fit_heads_pca(
-    means: Float[ArrayIn, "task layer head d_model"],
-    ks: Float[ArrayIn, " task"] | Sequence[float],
+    means: Float[ArrayIn, "task layer head d_model"] | ArrayIn,
+    ks: Real[ArrayIn, " task"] | ArrayLike,
     heads: Sequence[Head],
     *,
     n_components: int | None = None,
-    threshold: float = DEFAULT_THRESHOLD,
+    threshold: float | int = DEFAULT_THRESHOLD,
 ) -> dict[Head, HeadPCA]:
     """:func:`fit_head_pca` for each requested head of a stacked [task, layer, head, d_model]
     cache (row ``i`` = task ``ks[i]``). Heads outside the cache, or whose rows are all-zero or

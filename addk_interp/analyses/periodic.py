@@ -44,11 +44,12 @@ from typing import Any, Literal
 
 import numpy as np
 import scipy.linalg
-from jaxtyping import Bool, Float
+from jaxtyping import Bool, Float, Float64, Real
 
 from addk_interp.analyses.pca import (
     DEFAULT_THRESHOLD,
     ArrayIn,
+    ArrayLike,
     Head,
     HeadPCA,
     _frozen,
@@ -81,6 +82,7 @@ DEFAULT_THETA_STEP = 0.01
 _RESERVED_GROUPS = ("full", "parity")
 _CONST_TOL = 1e-9  # a centered wave with RMS below this is treated as constant
 TargetKind = Literal["cos", "sin"]
+Variant = Literal["onto", "out"]
 
 
 # -- target functions of k ------------------------------------------------------------------
@@ -92,11 +94,13 @@ class TargetSpec:
 
     ``phase_search`` picks the phase by the §5.2 search (otherwise the phase is 0); ``group``
     names the subspace the column belongs to ("unit", "magnitude", or any other label).
+    ``period`` may be given as an int; it is stored as a float. ``kind`` is checked here: any
+    other string than "cos" or "sin" raises ValueError.
     """
 
     name: str
-    period: float
-    kind: TargetKind = "cos"
+    period: float | int
+    kind: TargetKind | str = "cos"
     phase_search: bool = False
     group: str = "other"
 
@@ -126,7 +130,9 @@ class TargetSpec:
         object.__setattr__(self, "phase_search", bool(self.phase_search))
 
     def wave(
-        self, ks: Float[np.ndarray, "..."], phase: float | Float[np.ndarray, "..."] = 0.0
+        self,
+        ks: Real[np.ndarray, "..."],
+        phase: float | int | Float[np.ndarray, "..."] = 0.0,
     ) -> Float[np.ndarray, "..."]:
         """``cos`` or ``sin`` of ``2 pi k / period + phase`` (numpy broadcasting)."""
         arg = 2.0 * np.pi * np.asarray(ks, dtype=np.float64) / self.period + phase
@@ -168,12 +174,14 @@ def _check_targets(targets: Iterable[TargetSpec] | None) -> tuple[TargetSpec, ..
     return specs
 
 
-def _rms_centered(v: np.ndarray) -> float:
+def _rms_centered(v: Float[np.ndarray, "task ..."]) -> float:
     v = v - v.mean(axis=0)
     return float(np.sqrt(np.sum(v**2) / v.shape[0]))
 
 
-def _check_identifiable(specs: Sequence[TargetSpec], ks: np.ndarray, where: str) -> None:
+def _check_identifiable(
+    specs: Sequence[TargetSpec], ks: Float[np.ndarray, " task"], where: str
+) -> None:
     """Refuse targets that are constant on the k grid (their period cannot be identified)."""
     n = int(ks.shape[0])
     if n < 3 and any(spec.phase_search for spec in specs):
@@ -196,7 +204,7 @@ def _check_identifiable(specs: Sequence[TargetSpec], ks: np.ndarray, where: str)
             )
 
 
-def _grid_text(ks: np.ndarray) -> str:
+def _grid_text(ks: Float[np.ndarray, " task"]) -> str:
     vals = [_json_number(v) for v in ks]
     if len(vals) > 8:
         return f"[{', '.join(map(str, vals[:4]))}, ..., {vals[-1]}] ({len(vals)} values)"
@@ -206,7 +214,7 @@ def _grid_text(ks: np.ndarray) -> str:
 # -- linear-algebra helpers -----------------------------------------------------------------
 
 
-def _column_space(c: np.ndarray) -> np.ndarray:
+def _column_space(c: Float[np.ndarray, "task component"]) -> Float[np.ndarray, "task rank"]:
     """Orthonormal basis of col(c) with numpy-lstsq's default rank cutoff."""
     if c.shape[1] == 0:
         return np.zeros((c.shape[0], 0))
@@ -217,7 +225,7 @@ def _column_space(c: np.ndarray) -> np.ndarray:
     return u[:, s > cutoff]
 
 
-def _fix_signs(q: np.ndarray) -> np.ndarray:
+def _fix_signs(q: Float[np.ndarray, "d_model rank"]) -> Float[np.ndarray, "d_model rank"]:
     """Deterministic sign: the largest-|.| entry of each column is positive."""
     if q.shape[1] == 0:
         return q
@@ -227,7 +235,7 @@ def _fix_signs(q: np.ndarray) -> np.ndarray:
     return q * signs
 
 
-def _orthonormalize(m: np.ndarray) -> np.ndarray:
+def _orthonormalize(m: Float[np.ndarray, "d_model target"]) -> Float[np.ndarray, "d_model rank"]:
     """QR-orthonormalized columns (Gram-Schmidt signs: diag(R) >= 0). A rank-deficient set
     falls back to an SVD basis of its span, with fewer columns."""
     if m.shape[1] == 0:
@@ -240,7 +248,9 @@ def _orthonormalize(m: np.ndarray) -> np.ndarray:
     return q * signs
 
 
-def _complement_within(full: np.ndarray, chosen: np.ndarray) -> np.ndarray:
+def _complement_within(
+    full: Float[np.ndarray, "d_model full_rank"], chosen: Float[np.ndarray, "d_model chosen_rank"]
+) -> Float[np.ndarray, "d_model out_rank"]:
     """Orthonormal basis of span(full) minus span(chosen) (chosen inside full; both
     orthonormal)."""
     r = full.shape[1] - chosen.shape[1]
@@ -253,7 +263,7 @@ def _complement_within(full: np.ndarray, chosen: np.ndarray) -> np.ndarray:
     return _fix_signs(u[:, :r])
 
 
-def _theta_grid(theta_step: float) -> np.ndarray:
+def _theta_grid(theta_step: float | int) -> Float[np.ndarray, " theta"]:
     step = float(theta_step)
     if not math.isfinite(step) or not 0.0 < step <= 2.0 * np.pi:
         raise ValueError(f"theta_step must be in (0, 2 pi], got {theta_step!r}")
@@ -261,7 +271,10 @@ def _theta_grid(theta_step: float) -> np.ndarray:
 
 
 def _phase_search(
-    spec: TargetSpec, ks: np.ndarray, col_basis: np.ndarray, thetas: np.ndarray
+    spec: TargetSpec,
+    ks: Float[np.ndarray, " task"],
+    col_basis: Float[np.ndarray, "task rank"],
+    thetas: Float[np.ndarray, " theta"],
 ) -> float:
     """The §5.2 ``opt_shift``: first theta minimizing the relative lstsq residual of the
     mean-removed wave."""
@@ -324,10 +337,10 @@ class SubspaceFit:
             raise KeyError(f"no target {name!r}; targets are {self.target_names}") from None
 
     def basis(
-        self, subspace: str = "full", variant: Literal["onto", "out"] = "onto"
+        self, subspace: str = "full", variant: Variant | str = "onto"
     ) -> Float[np.ndarray, "d_model rank"]:
         """Orthonormal basis of a named subspace (``onto``) or of its complement inside the
-        full span (``out``)."""
+        full span (``out``); any other ``variant`` raises ValueError."""
         if variant not in ("onto", "out"):
             raise ValueError(f"variant must be 'onto' or 'out', got {variant!r}")
         key = f"{variant}_{subspace}"
@@ -337,10 +350,10 @@ class SubspaceFit:
 
     def project(
         self,
-        v: Float[ArrayIn, "*batch d_model"],
+        v: Float[ArrayIn, "*batch d_model"] | ArrayLike,
         subspace: str = "full",
-        variant: Literal["onto", "out"] = "onto",
-        center: Float[ArrayIn, " d_model"] | None = None,
+        variant: Variant | str = "onto",
+        center: Float[ArrayIn, " d_model"] | ArrayLike | None = None,
     ) -> Float[ArrayIn, "*batch d_model"]:
         """``center + (v - center) B B^T`` with B = :meth:`basis` (§5.4.2); ``center`` defaults
         to the PCA mean (pass the train-task mean for the §5.4.2 arms). Float64 inside; torch
@@ -399,7 +412,7 @@ def fit_subspace(
     targets: Iterable[TargetSpec] | None = None,
     *,
     n_components: int | None = None,
-    theta_step: float = DEFAULT_THETA_STEP,
+    theta_step: float | int = DEFAULT_THETA_STEP,
 ) -> SubspaceFit:
     """Fit the periodic targets (default: the six of §5.2) to a head's top-``n_components``
     centered PC coordinates (default: as many components as targets, i.e. 6).
@@ -477,14 +490,14 @@ def fit_subspace(
 
 
 def fit_subspace_from_means(
-    x: Float[ArrayIn, "task d_model"],
-    ks: Float[ArrayIn, " task"] | Sequence[float],
+    x: Float[ArrayIn, "task d_model"] | ArrayLike,
+    ks: Real[ArrayIn, " task"] | ArrayLike,
     targets: Iterable[TargetSpec] | None = None,
     *,
     head: Head | None = None,
     n_components: int | None = None,
-    theta_step: float = DEFAULT_THETA_STEP,
-    threshold: float = DEFAULT_THRESHOLD,
+    theta_step: float | int = DEFAULT_THETA_STEP,
+    threshold: float | int = DEFAULT_THRESHOLD,
 ) -> SubspaceFit:
     """PCA (:func:`~addk_interp.analyses.pca.fit_head_pca`, full rank) then
     :func:`fit_subspace`, for one head's [task, d_model] means."""
@@ -493,14 +506,14 @@ def fit_subspace_from_means(
 
 
 def fit_subspaces(
-    means: Float[ArrayIn, "task layer head d_model"],
-    ks: Float[ArrayIn, " task"] | Sequence[float],
+    means: Float[ArrayIn, "task layer head d_model"] | ArrayIn,
+    ks: Real[ArrayIn, " task"] | ArrayLike,
     heads: Sequence[Head],
     targets: Iterable[TargetSpec] | None = None,
     *,
     n_components: int | None = None,
-    theta_step: float = DEFAULT_THETA_STEP,
-    threshold: float = DEFAULT_THRESHOLD,
+    theta_step: float | int = DEFAULT_THETA_STEP,
+    threshold: float | int = DEFAULT_THRESHOLD,
 ) -> dict[Head, SubspaceFit]:
     """:func:`fit_subspace` for several heads of a stacked [task, layer, head, d_model] cache."""
     specs = _check_targets(targets)
@@ -515,9 +528,9 @@ def fit_subspaces(
 
 
 def _rank_periods(
-    periods: np.ndarray,
-    power: np.ndarray,
-    identifiable: np.ndarray,
+    periods: Float[np.ndarray, " period"],
+    power: Float[np.ndarray, " period"],
+    identifiable: Bool[np.ndarray, " period"],
     n: int,
     peaks_only: bool = False,
 ) -> tuple[float, ...]:
@@ -563,7 +576,7 @@ class Periodogram:
         """The ``n`` identifiable periods (or local-maximum periods) with the largest power."""
         return _rank_periods(self.periods, self.power, self.identifiable, n, peaks_only)
 
-    def power_at(self, period: float) -> float:
+    def power_at(self, period: float | int) -> float:
         hits = np.nonzero(np.isclose(self.periods, float(period), rtol=0.0, atol=1e-12))[0]
         if hits.size == 0:
             raise KeyError(f"period {period} was not scanned")
@@ -582,9 +595,9 @@ class Periodogram:
 
 
 def periodogram(
-    data: Float[ArrayIn, "task component"] | Float[ArrayIn, " task"],
-    ks: Float[ArrayIn, " task"] | Sequence[float],
-    periods: Iterable[float] = range(2, 51),
+    data: Float[ArrayIn, "task component"] | Float[ArrayIn, " task"] | ArrayLike,
+    ks: Real[ArrayIn, " task"] | ArrayLike,
+    periods: Iterable[float | int] = range(2, 51),
     *,
     n_top: int = 5,
 ) -> Periodogram:
@@ -643,7 +656,7 @@ def periodogram(
 # -- principal angles -----------------------------------------------------------------------
 
 
-def _basis_matrix(a: ArrayIn, what: str) -> np.ndarray:
+def _basis_matrix(a: ArrayLike, what: str) -> Float64[np.ndarray, "d_model rank"]:
     m = as_float64(a, what=what)
     if m.ndim == 1:
         m = m[:, None]
@@ -655,11 +668,13 @@ def _basis_matrix(a: ArrayIn, what: str) -> np.ndarray:
 
 
 def principal_angles(
-    a: Float[ArrayIn, "d_model a_rank"], b: Float[ArrayIn, "d_model b_rank"]
+    a: Float[ArrayIn, "d_model a_rank"] | Float[ArrayIn, " d_model"] | ArrayLike,
+    b: Float[ArrayIn, "d_model b_rank"] | Float[ArrayIn, " d_model"] | ArrayLike,
 ) -> Float[np.ndarray, " angle"]:
     """Principal angles (degrees, ascending) between the column spans of ``a`` and ``b``
     (any, not necessarily orthonormal, bases; scipy.linalg.subspace_angles, accurate for
-    small angles). There are min(rank a, rank b) angles."""
+    small angles). There are min(rank a, rank b) angles. A 1-D input is one column; bases of
+    different d_model, or that span nothing, raise ValueError."""
     ma, mb = _basis_matrix(a, "a"), _basis_matrix(b, "b")
     if ma.shape[0] != mb.shape[0]:
         raise ValueError(f"bases live in different spaces: {ma.shape[0]} vs {mb.shape[0]} rows")
@@ -687,7 +702,7 @@ class AngleMatrix:
         }
 
 
-def principal_angle_matrix(subspaces: Mapping[str, ArrayIn]) -> AngleMatrix:
+def principal_angle_matrix(subspaces: Mapping[str, ArrayLike]) -> AngleMatrix:
     """Max and mean principal angles for every pair of named column bases."""
     names = tuple(subspaces)
     if not names:
@@ -725,7 +740,7 @@ class DirectionComparison:
 
 
 def compare_directions(
-    fit: SubspaceFit, reference: Float[ArrayIn, "d_model target"]
+    fit: SubspaceFit, reference: Float[ArrayIn, "d_model target"] | ArrayLike
 ) -> DirectionComparison:
     """Compare ``fit.directions`` column by column (same target order) with ``reference``."""
     ref = _basis_matrix(reference, "reference")

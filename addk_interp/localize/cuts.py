@@ -40,10 +40,15 @@ from typing import Any
 
 import numpy as np
 import torch
-from jaxtyping import Float
+from jaxtyping import Float, Float64, Int
 
 Head = tuple[int, int]
 CoefMatrix = Float[np.ndarray, "layer head"] | Float[torch.Tensor, "layer head"]
+"""A [layer, head] coefficient matrix as the rules expect it (numpy or torch, any float dtype)."""
+CoefLike = CoefMatrix | np.ndarray | torch.Tensor | Sequence[Any]
+"""What the entry points `cut` and `mean_last_k` accept: a `CoefMatrix`, or any numpy/torch array
+or nested sequence. `_as_float64` converts it and raises ValueError for anything that is not a
+finite, real, 2-D [layer, head] matrix, so a wrong shape or dtype gets that clear message."""
 
 RULES: tuple[str, ...] = ("elbow", "fixed", "fraction", "largest_gap")
 DEFAULT_ELBOW_FLOOR = 1e-6
@@ -136,7 +141,7 @@ class Cut:
 # --------------------------------------------------------------------------------------------
 
 
-def _as_float64(coef: CoefMatrix, what: str = "coef") -> Float[np.ndarray, "layer head"]:
+def _as_float64(coef: CoefLike, what: str = "coef") -> Float64[np.ndarray, "layer head"]:
     """Copy a torch tensor or numpy array to a float64 numpy matrix; refuse bad input."""
     if isinstance(coef, torch.Tensor):
         if coef.is_complex():
@@ -164,7 +169,7 @@ def _as_float64(coef: CoefMatrix, what: str = "coef") -> Float[np.ndarray, "laye
     return arr
 
 
-def _order(absval: Float[np.ndarray, "layer head"]) -> np.ndarray:
+def _order(absval: Float[np.ndarray, "layer head"]) -> Int[np.ndarray, " layer*head"]:
     """Flat indices sorted by |coef| descending, ties by layer then head (row-major order)."""
     flat = absval.ravel()
     # lexsort sorts by the last key first; the flat index encodes (layer, head) row-major.
@@ -256,7 +261,7 @@ def largest_gap(coef: CoefMatrix) -> Cut:
     return _make_cut("largest_gap", {}, absval, float(curve[best + 1]), gap=gap)
 
 
-def elbow(coef: CoefMatrix, *, floor: float = DEFAULT_ELBOW_FLOOR) -> Cut:
+def elbow(coef: CoefMatrix, *, floor: float | int = DEFAULT_ELBOW_FLOOR) -> Cut:
     """Knee of the descending |coef| curve (values ≤ ``floor`` dropped first).
 
     Both axes are normalized to [0, 1]; the knee maximizes |y − (1 − x)|/√2. Heads strictly
@@ -296,7 +301,7 @@ def elbow(coef: CoefMatrix, *, floor: float = DEFAULT_ELBOW_FLOOR) -> Cut:
     )
 
 
-def fraction(coef: CoefMatrix, *, fraction: float = DEFAULT_FRACTION) -> Cut:
+def fraction(coef: CoefMatrix, *, fraction: float | int = DEFAULT_FRACTION) -> Cut:
     """Shortest prefix of the descending |coef| curve holding ``fraction`` of the total mass.
 
     ``fraction`` must lie in (0, 1]. Threshold = the smallest |coef| in that prefix; heads with
@@ -322,7 +327,7 @@ def fraction(coef: CoefMatrix, *, fraction: float = DEFAULT_FRACTION) -> Cut:
     return _make_cut("fraction", params, absval, float(curve[idx]), inclusive=True)
 
 
-def fixed(coef: CoefMatrix, *, threshold: float) -> Cut:
+def fixed(coef: CoefMatrix, *, threshold: float | int) -> Cut:
     """Keep heads with |coef| strictly above a given, non-negative ``threshold``."""
     t = _check_nonnegative(threshold, "threshold")
     absval = np.abs(_as_float64(coef))
@@ -337,12 +342,14 @@ _RULE_PARAMS: dict[str, dict[str, float | None]] = {
 }
 
 
-def cut(coef: CoefMatrix, rule: str = "largest_gap", **params: float) -> Cut:
+def cut(coef: CoefLike, rule: str = "largest_gap", **params: float | int) -> Cut:
     """Apply one selected-set cut rule to |coef| of a [layer, head] matrix.
 
     ``rule`` is one of ``RULES``; parameters: elbow ``floor`` (1e-6), fraction ``fraction``
     (0.95), fixed ``threshold`` (required), largest_gap none. Unknown rules or parameters raise
-    ValueError; the parameters actually used are recorded in ``Cut.params``.
+    ValueError; the parameters actually used are recorded in ``Cut.params``. ``coef`` may be any
+    array-like: it is converted and checked here (ValueError unless it is a finite, real, 2-D
+    matrix) before the rule sees it.
     """
     if rule not in _RULE_PARAMS:
         raise ValueError(f"unknown cut rule {rule!r}; valid rules: {', '.join(RULES)}")
@@ -356,6 +363,7 @@ def cut(coef: CoefMatrix, rule: str = "largest_gap", **params: float) -> Cut:
     missing = [name for name, default in allowed.items() if default is None and name not in params]
     if missing:
         raise ValueError(f"rule {rule!r} requires parameter(s) {missing}")
+    coef = _as_float64(coef)
     if rule == "largest_gap":
         return largest_gap(coef)
     if rule == "elbow":
@@ -366,8 +374,8 @@ def cut(coef: CoefMatrix, rule: str = "largest_gap", **params: float) -> Cut:
 
 
 def mean_last_k(
-    checkpoints: Sequence[CoefMatrix] | Mapping[int, CoefMatrix], k: int = 3
-) -> Float[np.ndarray, "layer head"]:
+    checkpoints: Sequence[CoefLike] | Mapping[int, CoefLike], k: int = 3
+) -> Float64[np.ndarray, "layer head"]:
     """Element-wise mean of the last ``k`` checkpoints, as a float64 [layer, head] matrix.
 
     A sequence is taken in the order given (oldest first); a mapping is ordered by its integer
@@ -388,7 +396,7 @@ def mean_last_k(
     return np.mean(np.stack(last), axis=0)
 
 
-def _check_finite(value: float, name: str) -> float:
+def _check_finite(value: float | int, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
         raise ValueError(f"{name} must be a number, got {value!r}")
     out = float(value)
@@ -397,7 +405,7 @@ def _check_finite(value: float, name: str) -> float:
     return out
 
 
-def _check_nonnegative(value: float, name: str) -> float:
+def _check_nonnegative(value: float | int, name: str) -> float:
     out = _check_finite(value, name)
     if out < 0.0:
         raise ValueError(f"{name} must be ≥ 0 (cuts apply to |coef|), got {value!r}")

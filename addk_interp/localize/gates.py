@@ -45,11 +45,13 @@ unembedding of A answer positions per prompt (no full-sequence logits); mask ≈
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import math
 import random
 import time
 from collections.abc import Callable, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -57,7 +59,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from jaxtyping import Float, Int
+from jaxtyping import Bool, Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
 
@@ -196,6 +198,9 @@ class _Stop(Exception):
     """Ends a forward pass from inside a hook."""
 
 
+_HOOK_LEVELS = itertools.count(1_000_000)
+
+
 def _final_hidden(x):
     return x[0] if isinstance(x, tuple) else x
 
@@ -205,49 +210,87 @@ class UpperForward:
     block input, with TL hooks active; the same numbers as the full hooked forward.
 
     Bridge: each wrapped HF decoder layer gets the keyword arguments the HF model passed it in
-    a one-row run of the same sequence length (captured once per length, KV cache removed).
-    Classic HookedTransformer: its blocks compute rotary positions themselves.
+    a one-row run of the same sequence length (captured once per length; KV cache off).
+    Classic HookedTransformer: its blocks compute rotary positions themselves. Hooks are
+    attached straight to the resolved ``HookPoint``s (names resolved once, aliases included),
+    which avoids rebuilding the bridge's hook dictionary on every call.
     """
 
     def __init__(self, model):
         self.model = model
         self._kwargs: dict[int, dict[int, dict]] = {}
+        self._points: dict[str, Any] = {}
+        self._hook_dict: dict | None = None
         blocks = getattr(model.model, "blocks", None)
-        self.supported = blocks is not None and len(blocks) == model.n_layers
-        if model.backend not in ("bridge", "hooked"):
-            self.supported = False
+        self.supported = (
+            model.backend in ("bridge", "hooked")
+            and blocks is not None
+            and len(blocks) == model.n_layers
+        )
 
+    # ------------------------------------------------------------------ hooks
+    def _point(self, name: str):
+        if name not in self._points:
+            if self._hook_dict is None:
+                self._hook_dict = dict(self.model.model.hook_dict)
+            hp = self._hook_dict.get(name)
+            if hp is None:
+                raise AddkError(f"unknown hook point {name!r}")
+            self._points[name] = hp
+        return self._points[name]
+
+    @contextmanager
+    def hooks(self, fwd_hooks: Sequence[tuple[str, Callable]] = ()):
+        """Attach ``(name, fn)`` forward hooks for the duration of the block; always removed."""
+        level = next(_HOOK_LEVELS)
+        touched = []
+        try:
+            for name, fn in fwd_hooks:
+                hp = self._point(name)
+                hp.add_hook(fn, dir="fwd", level=level)
+                touched.append(hp)
+            yield
+        finally:
+            for hp in touched:
+                hp.remove_hooks(dir="fwd", level=level)
+
+    # ------------------------------------------------------------------ running
     def block_inputs(
-        self, tokens: Int[Tensor, "batch pos"], layers: Sequence[int], fwd_hooks=()
+        self, tokens: Int[Tensor, "batch pos"], layers: Sequence[int]
     ) -> dict[int, Float[Tensor, "batch pos d_model"]]:
         """Inputs of the given blocks (``hook_resid_pre``), stopping after the deepest one."""
         names = {layer: f"blocks.{layer}.hook_resid_pre" for layer in layers}
         last = names[max(layers)]
-        acts = self.model.run_collect(tokens, list(names.values()), fwd_hooks, stop_after=last)
+        acts = self.model.run_collect(tokens, list(names.values()), stop_after=last)
         return {layer: acts[n].detach() for layer, n in names.items()}
 
-    def _block_kwargs(self, tokens: Int[Tensor, "batch pos"]) -> dict[int, dict]:
-        n = tokens.shape[1]
-        if n in self._kwargs:
-            return self._kwargs[n]
+    def ensure_length(self, n: int, tokens: Int[Tensor, "1 pos"] | None = None) -> None:
+        """Capture the decoder-layer keyword arguments for sequence length ``n`` (bridge)."""
+        if self.model.backend != "bridge" or n in self._kwargs:
+            return
         from transformers.cache_utils import Cache
 
+        if tokens is None:
+            tok = self.model.bos_id()
+            tokens = torch.full((1, n), 0 if tok is None else int(tok), dtype=torch.long)
         blocks = self.model.model.blocks
         caps: dict[int, dict] = {}
         last = self.model.n_layers - 1
 
         def make(i):
-            def pre(_mod, args, kwargs):
+            def pre(_mod, _args, kwargs):
                 caps[i] = dict(kwargs)
                 if i == last:
                     raise _Stop
 
             return pre
 
-        handles = [b.register_forward_pre_hook(make(i), with_kwargs=True) for i, b in enumerate(blocks)]
+        handles = [
+            b.register_forward_pre_hook(make(i), with_kwargs=True) for i, b in enumerate(blocks)
+        ]
         try:
             with torch.no_grad():
-                self.model.model(tokens[:1])
+                self.model.model(tokens[:1, :n])
         except _Stop:
             pass
         finally:
@@ -262,33 +305,27 @@ class UpperForward:
                 kw["use_cache"] = False
             out[i] = kw
         self._kwargs[n] = out
-        return out
 
     def final_resid(
-        self,
-        hidden: Float[Tensor, "batch pos d_model"],
-        start: int,
-        fwd_hooks=(),
+        self, hidden: Float[Tensor, "batch pos d_model"], start: int, fwd_hooks=()
     ) -> Float[Tensor, "batch pos d_model"]:
         """The output of the last block, from the input of block ``start``."""
         blocks = self.model.model.blocks
-        kwargs = self._block_kwargs_for(hidden) if self.model.backend == "bridge" else None
-        with self.model.hooks(fwd_hooks):
+        kwargs = None
+        if self.model.backend == "bridge":
+            self.ensure_length(hidden.shape[1])
+            kwargs = self._kwargs[hidden.shape[1]]
+        with self.hooks(fwd_hooks):
             h = hidden
             for i in range(start, self.model.n_layers):
                 out = blocks[i](h, **kwargs[i]) if kwargs is not None else blocks[i](h)
                 h = _final_hidden(out)
         return h
 
-    def _block_kwargs_for(self, hidden: Tensor) -> dict[int, dict]:
-        n = hidden.shape[1]
-        if n not in self._kwargs:
-            raise AddkError(f"no captured block arguments for sequence length {n}; call prepare")
-        return self._kwargs[n]
-
-    def prepare_length(self, tokens: Int[Tensor, "batch pos"]) -> None:
-        if self.model.backend == "bridge":
-            self._block_kwargs(tokens)
+    def unembed(self, x: Float[Tensor, "n d_model"]) -> Float[Tensor, "n vocab"]:
+        """Final norm + unembedding of selected residual rows."""
+        x = _final_hidden(self.model._final_norm()(x[None]))
+        return self.model._unembed(x)[0]
 
     def logits(
         self,
@@ -297,10 +334,11 @@ class UpperForward:
         positions: Sequence[int],
         fwd_hooks=(),
     ) -> Float[Tensor, "batch n vocab"]:
-        """Logits at ``positions`` (same for every row) from the input of block ``start``."""
+        """Logits at ``positions`` (the same for every row) from the input of block ``start``."""
         h = self.final_resid(hidden, start, fwd_hooks)
-        x = _final_hidden(self.model._final_norm()(h[:, list(positions)]))
-        return self.model._unembed(x)
+        b, n = h.shape[0], len(positions)
+        sel = h[:, list(positions)].reshape(b * n, -1)
+        return self.unembed(sel).reshape(b, n, -1)
 
 
 # ============================================================================ prepared prompts
@@ -308,10 +346,10 @@ class UpperForward:
 
 @dataclass
 class PromptGroup:
-    """Zero-shot prompts of one (prompt length P, answer length A); tokens = prompt + answer.
+    """Prompts of one (prompt length P, answer length A); tokens = prompt + answer.
 
-    ``indices``: positions in the caller's example list; ``hidden``: the cached input of the
-    injection block (upper-layer path only).
+    ``indices``: positions in the caller's example list; ``cache``: the cached inputs of
+    blocks (layer -> [batch, pos, d_model]; upper-layer path only).
     """
 
     prompt_len: int
@@ -319,14 +357,14 @@ class PromptGroup:
     indices: Int[Tensor, " batch"]
     tokens: Int[Tensor, "batch pos"]
     answer_ids: Int[Tensor, "batch answer"]
-    hidden: Float[Tensor, "batch pos d_model"] | None = None
+    cache: dict[int, Tensor] = field(default_factory=dict)
 
     @property
     def query_pos(self) -> int:
         return self.prompt_len - 1
 
     def positions(self, n_pos: int) -> list[int]:
-        """n_pos positions from the query: A predicts the answer, A + 1 adds the terminator."""
+        """n_pos positions from the query: A predict the answer, A + 1 adds the terminator."""
         return list(range(self.prompt_len - 1, self.prompt_len - 1 + n_pos))
 
     def __len__(self) -> int:
@@ -356,20 +394,205 @@ def _group_encoded(encoded: list[Encoded]) -> list[PromptGroup]:
 class InjectedScores:
     """Teacher-forced scores (``scoring`` semantics) per [variant, example]."""
 
-    correct: np.ndarray
-    match: np.ndarray
-    terminated: np.ndarray
-    answer_logprob: np.ndarray
-    first_token_prob: np.ndarray
+    correct: Bool[np.ndarray, "variant example"]
+    match: Bool[np.ndarray, "variant example"]
+    terminated: Bool[np.ndarray, "variant example"]
+    answer_logprob: Float[np.ndarray, "variant example"]
+    first_token_prob: Float[np.ndarray, "variant example"]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v.tolist() for k, v in asdict(self).items()}
 
 
-class InjectionRunner:
+_SCORE_FIELDS = (
+    ("correct", bool),
+    ("match", bool),
+    ("terminated", bool),
+    ("answer_logprob", np.float64),
+    ("first_token_prob", np.float64),
+)
+
+
+@dataclass
+class AnswerLogits:
+    """Logits at every answer-predicting position of a mini-batch, flattened.
+
+    ``logits[i]`` predicts ``targets[i]``, the answer token of batch row ``owner[i]``.
+    """
+
+    logits: Float[Tensor, "n vocab"]
+    targets: Int[Tensor, " n"]
+    owner: Int[Tensor, " n"]
+    batch: int
+
+    def nll(self) -> Float[Tensor, ""]:
+        """Σ over rows and answer tokens of −log p(target)."""
+        logp = torch.log_softmax(self.logits.float(), dim=-1)
+        return -logp.gather(-1, self.targets[:, None]).sum()
+
+    def match(self) -> Bool[Tensor, " batch"]:
+        """Per row: the argmax equals the answer at every answer position (no terminator)."""
+        wrong = (self.logits.detach().argmax(-1) != self.targets).float()
+        return torch.zeros(self.batch).index_add_(0, self.owner, wrong) == 0
+
+
+class PromptRunner:
+    """Prompts grouped by shape, with the inputs of chosen blocks cached once.
+
+    ``logits(group, rows, n_pos, start, hooks)`` runs blocks ``start..L−1`` from the cached
+    input of block ``start`` (``UpperForward``), so every later evaluation with hooks at or
+    above block ``start`` costs only those blocks. ``path``: ``auto`` (upper layers when they
+    reproduce the full hooked forward on a few prompts, else the full forward), ``upper``
+    (required) or ``full``. The path that runs is ``self.path``; ``self.check`` holds the
+    self-check (max |Δ logits| vs ``logits_at``, relative tolerance ``CHECK_RTOL``).
+    """
+
+    def __init__(
+        self,
+        model,
+        examples: list[Example],
+        *,
+        layers: Sequence[int],
+        zero_shot: bool,
+        fmt="arrow",
+        path: str = "auto",
+        batch_size: int = 64,
+    ):
+        if not examples:
+            raise AddkError("no examples to run")
+        if path not in FORWARD_PATHS:
+            raise AddkError(f"path must be one of {FORWARD_PATHS}, got {path!r}")
+        if batch_size <= 0:
+            raise AddkError("batch_size must be positive")
+        layers = sorted(set(int(x) for x in layers))
+        if not layers or layers[0] < 0 or layers[-1] >= model.n_layers:
+            raise AddkError(f"cached layers must lie in 0..{model.n_layers - 1}, got {layers}")
+        self.model = model
+        self.examples = list(examples)
+        self.layers = layers
+        self.batch_size = batch_size
+        enc = encode_examples(model, self.examples, fmt, zero_shot=zero_shot)
+        self.groups = _group_encoded(enc)
+        n = len(self.examples)
+        self.item_group = torch.empty(n, dtype=torch.long)
+        self.item_row = torch.empty(n, dtype=torch.long)
+        for gi, g in enumerate(self.groups):
+            self.item_group[g.indices] = gi
+            self.item_row[g.indices] = torch.arange(len(g))
+        self.upper = UpperForward(model)
+        self.check: dict[str, Any] = {}
+        self.path = "full"
+        if path != "full":
+            ok, info = self._enable_upper()
+            self.check = info
+            if ok:
+                self.path = "upper"
+            else:
+                for g in self.groups:
+                    g.cache = {}
+                if path == "upper":
+                    raise AddkError(f"the upper-layer forward is not available: {info}")
+
+    def _enable_upper(self) -> tuple[bool, dict]:
+        if not self.upper.supported:
+            return False, {"reason": f"no block list on backend {self.model.backend}"}
+        try:
+            with torch.no_grad():
+                bs = self.batch_size
+                for g in self.groups:
+                    parts = [
+                        self.upper.block_inputs(g.tokens[s : s + bs], self.layers)
+                        for s in range(0, len(g), bs)
+                    ]
+                    g.cache = {la: torch.cat([p[la] for p in parts]) for la in self.layers}
+                return self._self_check()
+        except Exception as e:  # any backend incompatibility -> fall back, recorded
+            return False, {"reason": f"{type(e).__name__}: {e}"[:300]}
+
+    def _test_vectors(self, n: int) -> Tensor:
+        d = self.model.info.d_model
+        return torch.linspace(-1.0, 1.0, d) * 3.0 * torch.arange(1, n + 1)[:, None]
+
+    def _self_check(self) -> tuple[bool, dict]:
+        worst, scale = 0.0, 1.0
+        for layer in sorted({self.layers[0], self.layers[-1]}):
+            for g in self.groups[:4]:
+                rows = torch.arange(min(2, len(g)))
+                vec = self._test_vectors(len(rows))
+                hooks = inject(self.model, vec, g.query_pos, layer, "resid_mid")
+                pos = g.positions(g.answer_len + 1)
+                full = self.model.logits_at(g.tokens[rows], pos, hooks)
+                up = self.logits(g, rows, g.answer_len + 1, layer, hooks, _path="upper")
+                worst = max(worst, float((full.float() - up.float()).abs().max()))
+                scale = max(scale, float(full.float().abs().max()))
+        info = {"max_abs_diff": worst, "scale": scale, "rtol": CHECK_RTOL}
+        if not worst <= CHECK_RTOL * scale:
+            info["reason"] = "upper-layer logits differ from the full forward"
+            return False, info
+        return True, info
+
+    def logits(
+        self,
+        group: PromptGroup,
+        rows: Int[Tensor, " batch"],
+        n_pos: int,
+        start: int,
+        fwd_hooks=(),
+        *,
+        _path: str | None = None,
+    ) -> Float[Tensor, "batch n vocab"]:
+        """Logits at ``n_pos`` positions from the query for ``group`` rows, with ``fwd_hooks``
+        (absolute positions; hooks must sit in blocks ≥ ``start``); keeps gradients."""
+        pos = group.positions(n_pos)
+        need = group.prompt_len - 1 + n_pos
+        if (_path or self.path) == "upper":
+            if start not in group.cache:
+                raise AddkError(f"block {start} input is not cached (cached: {self.layers})")
+            return self.upper.logits(group.cache[start][rows, :need], start, pos, fwd_hooks)
+        return self.model.logits_at(group.tokens[rows, :need], pos, fwd_hooks)
+
+    def score(
+        self,
+        hooks_fn: Callable[[PromptGroup, Tensor, Tensor], Sequence],
+        start: int,
+        n_variants: int = 1,
+        batch_size: int | None = None,
+    ) -> InjectedScores:
+        """Teacher-forced scores of every example under ``n_variants`` interventions.
+
+        ``hooks_fn(group, rows, variant)`` returns the hooks for the rows ``rows`` of ``group``
+        under the per-row variant indices ``variant``; the variants of one group are stacked
+        along the batch (chunks of ``batch_size`` rows).
+        """
+        n_ex = len(self.examples)
+        bs = batch_size or self.batch_size
+        out = {k: np.zeros((n_variants, n_ex), dtype=dt) for k, dt in _SCORE_FIELDS}
+        with torch.no_grad():
+            for g in self.groups:
+                n = len(g)
+                var_all = torch.arange(n_variants).repeat_interleave(n)
+                row_all = torch.arange(n).repeat(n_variants)
+                for s in range(0, n * n_variants, bs):
+                    var, rows = var_all[s : s + bs], row_all[s : s + bs]
+                    hooks = hooks_fn(g, rows, var)
+                    logits = self.logits(g, rows, g.answer_len + 1, start, hooks)
+                    sc = scores_from_logits(self.model, logits, g.answer_ids[rows])
+                    v, e = var.numpy(), g.indices[rows].numpy()
+                    out["correct"][v, e] = sc.correct.numpy()
+                    out["match"][v, e] = sc.match.numpy()
+                    out["terminated"][v, e] = sc.terminated.numpy()
+                    out["answer_logprob"][v, e] = sc.answer_logprob.double().numpy()
+                    out["first_token_prob"][v, e] = sc.first_token_prob.double().numpy()
+        return InjectedScores(**out)
+
+
+class InjectionRunner(PromptRunner):
     """Zero-shot prompts with a per-example vector added at ``blocks.ℓ.hook_<site>``.
 
-    Built once per example list: prompts are encoded zero-shot and grouped by shape; on the
-    upper-layer path the input of block ℓ is cached for every prompt (one partial forward), so
-    each later evaluation runs blocks ℓ..L−1 only. ``path``: ``auto`` / ``upper`` / ``full``;
-    the path that runs is ``self.path`` (``self.check`` holds the self-check result).
+    The input of block ℓ is cached for every prompt (one partial forward), so each later
+    evaluation runs blocks ℓ..L−1 only. A mixed-shape mini-batch runs as one right-padded call
+    (``answer_logits``; exact because attention is causal and each row keeps its positions),
+    checked too against the full forward.
     """
 
     def __init__(
@@ -383,80 +606,103 @@ class InjectionRunner:
         path: str = "auto",
         batch_size: int = 64,
     ):
-        if not examples:
-            raise AddkError("no examples to run")
-        if path not in FORWARD_PATHS:
-            raise AddkError(f"path must be one of {FORWARD_PATHS}, got {path!r}")
-        if batch_size <= 0:
-            raise AddkError("batch_size must be positive")
-        resid_site(model, layer, site)
-        self.model = model
-        self.examples = list(examples)
+        self.site_name = resid_site(model, layer, site)
         self.layer = layer
         self.site = site
-        self.batch_size = batch_size
-        self.groups = _group_encoded(encode_examples(model, self.examples, fmt, zero_shot=True))
-        self.upper = UpperForward(model)
-        self.check: dict[str, Any] = {}
-        self.path = "full"
-        if path != "full":
-            ok, info = self._try_upper()
-            self.check = info
-            if ok:
-                self.path = "upper"
-            elif path == "upper":
-                raise AddkError(f"the upper-layer forward is not available: {info}")
-        if self.path == "upper":
-            with torch.no_grad():
-                for g in self.groups:
-                    self.upper.prepare_length(g.tokens)
-                    parts = [
-                        self.upper.block_inputs(g.tokens[s : s + batch_size], [layer])[layer]
-                        for s in range(0, len(g), batch_size)
-                    ]
-                    g.hidden = torch.cat(parts)
+        super().__init__(
+            model, examples, layers=[layer], zero_shot=True, fmt=fmt, path=path,
+            batch_size=batch_size,
+        )
 
-    def _try_upper(self) -> tuple[bool, dict]:
-        if not self.upper.supported:
-            return False, {"reason": f"no block list on backend {self.model.backend}"}
-        g = self.groups[0]
-        toks = g.tokens[:4]
-        d = self.model.info.d_model
-        vec = torch.linspace(-1.0, 1.0, d).expand(len(toks), d) * 3.0
-        pos = g.positions(g.answer_len + 1)
-        try:
-            with torch.no_grad():
-                hooks = inject(self.model, vec, g.query_pos, self.layer, self.site)
-                full = self.model.logits_at(toks, pos, hooks)
-                self.upper.prepare_length(toks)
-                hid = self.upper.block_inputs(toks, [self.layer])[self.layer]
-                up = self.upper.logits(hid, self.layer, pos, hooks)
-        except Exception as e:  # any backend incompatibility -> fall back, recorded
-            return False, {"reason": f"{type(e).__name__}: {e}"[:300]}
-        diff = float((full.float() - up.float()).abs().max())
-        scale = max(1.0, float(full.float().abs().max()))
-        info = {"max_abs_diff": diff, "scale": scale, "rtol": CHECK_RTOL}
-        if not diff <= CHECK_RTOL * scale:
-            info["reason"] = "upper-layer logits differ from the full forward"
+    def _self_check(self) -> tuple[bool, dict]:
+        ok, info = super()._self_check()
+        if not ok:
+            return ok, info
+        items = torch.cat([g.indices[:2] for g in self.groups[:4]])
+        vec = self._test_vectors(len(items))
+        ref = self._answer_logits_full(items, vec, extra=1)
+        got = self._answer_logits_upper(items, vec, extra=1)
+        padded = float((ref.logits - got.logits).abs().max())
+        same = torch.equal(ref.targets, got.targets) and torch.equal(ref.owner, got.owner)
+        info["max_abs_diff_padded"] = padded
+        if not (same and padded <= CHECK_RTOL * info["scale"]):
+            info["reason"] = "right-padded upper-layer logits differ from the full forward"
             return False, info
         return True, info
 
-    # ------------------------------------------------------------------ forward
-    def logits(
+    def injected_logits(
         self,
         group: PromptGroup,
         rows: Int[Tensor, " batch"],
         vectors: Float[Tensor, "batch d_model"],
         n_pos: int,
     ) -> Float[Tensor, "batch n vocab"]:
-        """Logits at ``n_pos`` positions from the query for ``group`` rows (keeps gradients)."""
         hooks = inject(self.model, vectors, group.query_pos, self.layer, self.site)
-        pos = group.positions(n_pos)
-        if self.path == "upper":
-            return self.upper.logits(group.hidden[rows], self.layer, pos, hooks)
-        return self.model.logits_at(group.tokens[rows], pos, hooks)
+        return self.logits(group, rows, n_pos, self.layer, hooks)
 
-    def score(
+    def answer_logits(
+        self, items: Int[Tensor, " batch"], vectors: Float[Tensor, "batch d_model"]
+    ) -> AnswerLogits:
+        """Logits at the answer positions of mixed-shape ``items`` with ``vectors`` injected:
+        one right-padded upper-layer call, or one full forward per shape group."""
+        if self.path == "upper":
+            return self._answer_logits_upper(items, vectors)
+        return self._answer_logits_full(items, vectors)
+
+    def _layout(self, items: Tensor, extra: int):
+        gi, ri = self.item_group[items], self.item_row[items]
+        plen = torch.tensor([self.groups[g].prompt_len for g in gi.tolist()])
+        alen = torch.tensor([self.groups[g].answer_len for g in gi.tolist()])
+        return gi, ri, plen, alen, alen + extra
+
+    def _targets(self, gi, ri, alen, npos) -> tuple[Tensor, Tensor, Tensor]:
+        owner = torch.repeat_interleave(torch.arange(len(gi)), npos)
+        j = torch.cat([torch.arange(int(k)) for k in npos.tolist()])
+        tgt = []
+        for b, (g, r) in enumerate(zip(gi.tolist(), ri.tolist())):
+            t = torch.full((int(npos[b]),), -1, dtype=torch.long)
+            m = min(int(alen[b]), int(npos[b]))
+            t[:m] = self.groups[g].answer_ids[r, :m]
+            tgt.append(t)
+        return torch.cat(tgt), owner, j
+
+    def _answer_logits_upper(self, items: Tensor, vectors: Tensor, extra: int = 0) -> AnswerLogits:
+        gi, ri, plen, alen, npos = self._layout(items, extra)
+        need = plen - 1 + npos
+        b = len(items)
+        first = self.groups[int(gi[0])].cache[self.layer]
+        hidden = torch.zeros(b, int(need.max()), first.shape[-1], dtype=first.dtype)
+        for g in torch.unique(gi).tolist():
+            sel = (gi == g).nonzero().squeeze(1)
+            n = int(need[sel[0]])
+            hidden[sel, :n] = self.groups[g].cache[self.layer][ri[sel], :n]
+        q = plen - 1
+        rows = torch.arange(b)
+
+        def add(act, hook):
+            return act.index_put((rows, q), vectors.to(act.dtype), accumulate=True)
+
+        out = self.upper.final_resid(hidden, self.layer, [(self.site_name, add)])
+        targets, owner, j = self._targets(gi, ri, alen, npos)
+        return AnswerLogits(self.upper.unembed(out[owner, q[owner] + j]), targets, owner, b)
+
+    def _answer_logits_full(self, items: Tensor, vectors: Tensor, extra: int = 0) -> AnswerLogits:
+        gi, ri, plen, alen, npos = self._layout(items, extra)
+        targets, owner, _ = self._targets(gi, ri, alen, npos)
+        start = torch.cumsum(npos, 0) - npos
+        parts, where = [], []
+        for g in torch.unique(gi).tolist():
+            sel = (gi == g).nonzero().squeeze(1)
+            grp = self.groups[g]
+            k = grp.answer_len + extra
+            hooks = inject(self.model, vectors[sel], grp.query_pos, self.layer, self.site)
+            lg = self.model.logits_at(grp.tokens[ri[sel]], grp.positions(k), hooks)
+            parts.append(lg.reshape(len(sel) * k, -1))
+            where.append((start[sel][:, None] + torch.arange(k)).reshape(-1))
+        order = torch.argsort(torch.cat(where))
+        return AnswerLogits(torch.cat(parts)[order], targets, owner, len(items))
+
+    def score_vectors(
         self, vectors: Float[Tensor, "*variant example d_model"], batch_size: int | None = None
     ) -> InjectedScores:
         """Score every example under every variant's vectors ([variant, example, d] or
@@ -470,40 +716,18 @@ class InjectionRunner:
             )
         if not torch.isfinite(vec).all():
             raise AddkError("the injected vectors contain NaN or inf")
-        bs = batch_size or self.batch_size
-        out = {
-            k: np.zeros((n_var, n_ex), dtype=dt)
-            for k, dt in (
-                ("correct", bool),
-                ("match", bool),
-                ("terminated", bool),
-                ("answer_logprob", np.float64),
-                ("first_token_prob", np.float64),
-            )
-        }
-        with torch.no_grad():
-            for g in self.groups:
-                n = len(g)
-                pairs = torch.stack(
-                    torch.meshgrid(torch.arange(n_var), torch.arange(n), indexing="ij"), -1
-                ).reshape(-1, 2)
-                for s in range(0, len(pairs), bs):
-                    chunk = pairs[s : s + bs]
-                    var, rows = chunk[:, 0], chunk[:, 1]
-                    ex = g.indices[rows]
-                    logits = self.logits(g, rows, vec[var, ex], g.answer_len + 1)
-                    sc = scores_from_logits(self.model, logits, g.answer_ids[rows])
-                    v, e = var.numpy(), ex.numpy()
-                    out["correct"][v, e] = sc.correct.numpy()
-                    out["match"][v, e] = sc.match.numpy()
-                    out["terminated"][v, e] = sc.terminated.numpy()
-                    out["answer_logprob"][v, e] = sc.answer_logprob.double().numpy()
-                    out["first_token_prob"][v, e] = sc.first_token_prob.double().numpy()
-        return InjectedScores(**out)
 
-    def evaluate(self, vectors: Float[Tensor, "example d_model"], label: str = "fv") -> pd.DataFrame:
+        def hooks_fn(g, rows, var):
+            v = vec[var, g.indices[rows]]
+            return inject(self.model, v, g.query_pos, self.layer, self.site)
+
+        return self.score(hooks_fn, self.layer, n_var, batch_size)
+
+    def evaluate(
+        self, vectors: Float[Tensor, "example d_model"], label: str = "fv"
+    ) -> pd.DataFrame:
         """One row per example (``scoring.evaluate`` columns minus ``pred``) for one variant."""
-        sc = self.score(vectors)
+        sc = self.score_vectors(vectors)
         return pd.DataFrame(
             {
                 "task": [e.task for e in self.examples],
@@ -703,7 +927,11 @@ class GateFit:
 
 
 class GateProblem:
-    """Training data, means and the differentiable forward of one gate mode (built once)."""
+    """Training prompts, means and the differentiable forward of one gate mode (built once).
+
+    coef: an ``InjectionRunner`` at the injection layer (upper-layer path when it checks out);
+    mask: an ``InjectionRunner`` from block 0 (cached embeddings; every layer is gated).
+    """
 
     def __init__(
         self,
@@ -718,35 +946,31 @@ class GateProblem:
         self.config = config
         self.examples = list(examples)
         self.means = means
-        tasks = list(dict.fromkeys(e.task for e in examples))
-        for t in tasks:
-            means.task_index(t)
         self.task_idx = torch.tensor([means.task_index(e.task) for e in examples])
         if config.mode == "coef":
             self.runner = InjectionRunner(
                 model,
-                examples,
+                self.examples,
                 layer=config.layer,
                 site=config.site,
                 fmt=config.fmt,
                 path=config.forward,
                 batch_size=batch_size,
             )
-            self.groups = self.runner.groups
             self.path = self.runner.path
-            self.check = self.runner.check
         else:
-            self.runner = None
-            self.groups = _group_encoded(
-                encode_examples(model, self.examples, config.fmt, zero_shot=True)
+            self.runner = PromptRunner(
+                model,
+                self.examples,
+                layers=[0],
+                zero_shot=True,
+                fmt=config.fmt,
+                path=config.forward,
+                batch_size=batch_size,
             )
-            self.path = "full"
-            self.check = {"reason": "mask mode gates every layer: full forward"}
-        self.item_group = torch.empty(len(examples), dtype=torch.long)
-        self.item_row = torch.empty(len(examples), dtype=torch.long)
-        for gi, g in enumerate(self.groups):
-            self.item_group[g.indices] = gi
-            self.item_row[g.indices] = torch.arange(len(g))
+            self.path = f"{self.runner.path}(from block 0)"
+        self.groups = self.runner.groups
+        self.check = self.runner.check
 
     def coefficients(self, param: Tensor) -> Tensor:
         return param if self.config.mode == "coef" else torch.sigmoid(param)
@@ -754,34 +978,31 @@ class GateProblem:
     def regularizer(self, param: Tensor) -> Tensor:
         return self.coefficients(param).abs().sum()
 
-    def logits(
-        self, param: Tensor, group: PromptGroup, rows: Int[Tensor, " batch"], n_pos: int
-    ) -> Float[Tensor, "batch n vocab"]:
-        """Differentiable logits at ``n_pos`` positions from the query for ``group`` rows."""
+    def vectors(self, param: Tensor, items: Int[Tensor, " batch"]) -> Tensor:
+        return task_vectors(self.means, [self.examples[i] for i in items.tolist()], param)
+
+    def mask_hooks(self, param: Tensor, group: PromptGroup, rows: Tensor, means=None) -> list:
+        m = self.means if means is None else means
         items = group.indices[rows]
+        z_src = m.z_means[torch.tensor([m.task_index(self.examples[i].task) for i in items])]
+        return gate_heads(self.model, torch.sigmoid(param), group.query_pos, z_src)
+
+    def answer_logits(self, param: Tensor, items: Int[Tensor, " batch"]) -> AnswerLogits:
+        """Differentiable logits at every answer position of the mini-batch ``items``."""
         if self.config.mode == "coef":
-            vec = task_vectors(self.means, [self.examples[i] for i in items.tolist()], param)
-            return self.runner.logits(group, rows, vec, n_pos)
-        z_src = self.means.z_means[self.task_idx[items]]
-        hooks = gate_heads(self.model, torch.sigmoid(param), group.query_pos, z_src)
-        return self.model.logits_at(group.tokens[rows], group.positions(n_pos), hooks)
-
-    def split(self, items: Int[Tensor, " batch"]) -> list[tuple[PromptGroup, Tensor]]:
-        """A mini-batch of item indices -> [(group, rows)] in group order, batch order kept."""
-        gid = self.item_group[items]
-        out = []
-        for gi in torch.unique(gid).tolist():
-            out.append((self.groups[gi], self.item_row[items[gid == gi]]))
-        return out
-
-
-def _nll_and_match(
-    logits: Float[Tensor, "batch answer vocab"], answer_ids: Int[Tensor, "batch answer"]
-) -> tuple[Tensor, Tensor]:
-    logp = torch.log_softmax(logits.float(), dim=-1)
-    lp = logp.gather(-1, answer_ids.unsqueeze(-1)).squeeze(-1)
-    match = (logits.detach().argmax(-1) == answer_ids).all(-1)
-    return -lp.sum(), match
+            return self.runner.answer_logits(items, self.vectors(param, items))
+        r = self.runner
+        gi, ri = r.item_group[items], r.item_row[items]
+        parts, targets, owner = [], [], []
+        for g in torch.unique(gi).tolist():
+            sel = (gi == g).nonzero().squeeze(1)
+            grp = self.groups[g]
+            hooks = self.mask_hooks(param, grp, ri[sel])
+            lg = r.logits(grp, ri[sel], grp.answer_len, 0, hooks)
+            parts.append(lg.reshape(-1, lg.shape[-1]))
+            targets.append(grp.answer_ids[ri[sel]].reshape(-1))
+            owner.append(sel.repeat_interleave(grp.answer_len))
+        return AnswerLogits(torch.cat(parts), torch.cat(targets), torch.cat(owner), len(items))
 
 
 def _init_param(config: GateConfig, shape: tuple[int, int]) -> Tensor:
@@ -809,29 +1030,25 @@ def _n_selected(coefs_hist: list[Tensor], config: GateConfig) -> int | None:
 def train_step(
     problem: GateProblem, param: Tensor, opt: torch.optim.Optimizer, items: Int[Tensor, " batch"]
 ) -> dict[str, float]:
-    """One optimizer step on the mini-batch ``items``: Σ_groups NLL / B + λ·reg, AdamW, then
-    (coef mode) the proximal soft-threshold and the clip. Returns the step's numbers."""
+    """One optimizer step on the mini-batch ``items``: NLL / B + λ·reg, AdamW, then (coef mode)
+    the proximal soft-threshold and the clip. Returns the step's numbers."""
     cfg = problem.config
     b = len(items)
     opt.zero_grad(set_to_none=True)
-    nll_total, n_match = 0.0, 0
-    for group, rows in problem.split(items):
-        logits = problem.logits(param, group, rows, group.answer_len)
-        nll, match = _nll_and_match(logits, group.answer_ids[rows])
-        (nll / b).backward()
-        nll_total += float(nll.detach())
-        n_match += int(match.sum())
+    out = problem.answer_logits(param, items)
+    nll = out.nll()
     reg = problem.regularizer(param)
-    (cfg.lam * reg).backward()
+    (nll / b + cfg.lam * reg).backward()
     opt.step()
     if cfg.mode == "coef" and (cfg.proximal or cfg.clip):
         with torch.no_grad():
             lam = cfg.lam if cfg.proximal else 0.0
             param.copy_(proximal_clip(param, lam, cfg.lr, clip=cfg.clip))
-    reg_v = float(reg.detach())
+    n_match = int(out.match().sum())
+    nll_v, reg_v = float(nll.detach()) / b, float(reg.detach())
     return {
-        "loss": nll_total / b + cfg.lam * reg_v,
-        "nll": nll_total / b,
+        "loss": nll_v + cfg.lam * reg_v,
+        "nll": nll_v,
         "reg": reg_v,
         "match": n_match / b,
         "n_match": n_match,
@@ -841,42 +1058,33 @@ def train_step(
 class _Monitor:
     """Held-out accuracy with the current coefficients (logged only; no gradients)."""
 
-    def __init__(self, model, examples, means: HeadMeans, config: GateConfig, problem):
-        self.model = model
-        self.examples = examples
+    def __init__(self, model, examples, means: HeadMeans, problem: GateProblem):
         self.means = means
-        self.config = config
-        if config.mode == "coef":
+        self.problem = problem
+        cfg = problem.config
+        path = "upper" if problem.runner.path == "upper" else "full"
+        if cfg.mode == "coef":
             self.runner = InjectionRunner(
-                model,
-                examples,
-                layer=config.layer,
-                site=config.site,
-                fmt=config.fmt,
-                path="upper" if problem.path == "upper" else "full",
-                batch_size=64,
+                model, examples, layer=cfg.layer, site=cfg.site, fmt=cfg.fmt, path=path
             )
         else:
-            self.groups = _group_encoded(encode_examples(model, examples, config.fmt, zero_shot=True))
-            self.task_idx = torch.tensor([means.task_index(e.task) for e in examples])
+            self.runner = PromptRunner(
+                model, examples, layers=[0], zero_shot=True, fmt=cfg.fmt, path=path
+            )
+        self.task_idx = torch.tensor([means.task_index(e.task) for e in examples])
 
     def accuracy(self, param: Tensor) -> float:
-        with torch.no_grad():
-            if self.config.mode == "coef":
-                vec = task_vectors(self.means, self.examples, param)
-                return float(self.runner.score(vec).correct.mean())
-            n_ok = 0
-            gate = torch.sigmoid(param)
-            for g in self.groups:
-                for s in range(0, len(g), 64):
-                    rows = torch.arange(s, min(s + 64, len(g)))
-                    z_src = self.means.z_means[self.task_idx[g.indices[rows]]]
-                    hooks = gate_heads(self.model, gate, g.query_pos, z_src)
-                    logits = self.model.logits_at(
-                        g.tokens[rows], g.positions(g.answer_len + 1), hooks
-                    )
-                    n_ok += int(scores_from_logits(self.model, logits, g.answer_ids[rows]).correct.sum())
-            return n_ok / len(self.examples)
+        r = self.runner
+        if self.problem.config.mode == "coef":
+            vec = task_vectors(self.means, r.examples, param.detach())
+            return float(r.score_vectors(vec).correct.mean())
+        gate = torch.sigmoid(param.detach())
+
+        def hooks_fn(g, rows, _var):
+            z_src = self.means.z_means[self.task_idx[g.indices[rows]]]
+            return gate_heads(r.model, gate, g.query_pos, z_src)
+
+        return float(r.score(hooks_fn, 0).correct.mean())
 
 
 def _identity(model, config, examples, means, heldout_examples, heldout_means, path) -> dict:
@@ -1007,7 +1215,7 @@ def train_gates(
 
     t0 = time.time()
     problem = GateProblem(model, examples, means, cfg, batch_size=batch_size_eval)
-    monitor = _Monitor(model, heldout, heldout_means, cfg, problem) if heldout else None
+    monitor = _Monitor(model, heldout, heldout_means, problem) if heldout else None
     ident = _identity(model, cfg, examples, means, heldout, heldout_means, problem.path)
     key = _identity_key(ident)
     shape = (model.n_layers, model.n_heads)

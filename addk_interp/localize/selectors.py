@@ -46,9 +46,21 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from jaxtyping import Bool, Float, Int
+from jaxtyping import Bool, Float, Int, Real
 
 Head = tuple[int, int]
+
+# What `RecoveryScan` accepts besides its stored types: the raw values of a scan file or of the
+# `from_*` constructors. `__post_init__` validates them (ValueError naming the head and index)
+# and stores the normalized types that come first in each field's annotation.
+Count = int | float | np.integer | np.floating
+"""A count as read from JSON or numpy: integral floats are accepted; NaN, inf, fractional values
+and booleans are refused with a ValueError (see `_count`)."""
+CountsIn = Int[np.ndarray, " n_c"] | np.ndarray | Sequence[Count]
+"""One head's correct counts over c_grid: a vector or list of counts."""
+OutcomesIn = Bool[np.ndarray, "n_c example"] | np.ndarray | Sequence[str | Sequence[Any]]
+"""One head's per-example outcomes: a bool or 0/1 matrix [n_c, n_eval], or one "0"/"1" string
+(or 0/1 list) per coefficient."""
 
 RELEASE_WEAK_PARAMS: dict[str, float] = {"rel_floor": 0.2, "abs_floor": 0.01, "eps": 0.01}
 SIGNIFICANCE_METHODS: tuple[str, ...] = ("bh", "by", "per_head", "global_bonferroni")
@@ -160,17 +172,22 @@ class RecoveryScan:
     ``c_grid[i]``. ``outcomes[head]`` (optional) is the per-example bool matrix
     [n_c, n_eval], paired across c, whose row sums must equal the counts. ``clean_correct`` and
     ``full_selected_correct`` are the scan-level baselines on the same ``n_eval`` examples.
-    Everything is validated on construction; arrays are stored read-only. Scans compare by
-    identity (``eq=False``): their fields hold numpy arrays.
+    Everything is validated on construction and stored normalized (the first type of each
+    field's annotation: int counts, a tuple c_grid, (layer, head) keys, read-only arrays); the
+    constructor also takes the raw forms of a scan file (lists, integral floats, "layer:head"
+    keys, "0"/"1" outcome strings). Scans compare by identity (``eq=False``): their fields hold
+    numpy arrays.
     """
 
-    c_grid: tuple[int, ...]
-    n_eval: int
-    clean_correct: int
-    full_selected_correct: int
-    correct: dict[Head, Int[np.ndarray, " n_c"]]
-    outcomes: dict[Head, Bool[np.ndarray, "n_c example"]] | None = None
-    meta: dict[str, Any] = field(default_factory=dict)
+    c_grid: tuple[int, ...] | Sequence[Count]
+    n_eval: int | Count
+    clean_correct: int | Count
+    full_selected_correct: int | Count
+    correct: dict[Head, Int[np.ndarray, " n_c"]] | Mapping[Head | str, CountsIn]
+    outcomes: (
+        dict[Head, Bool[np.ndarray, "n_c example"]] | Mapping[Head | str, OutcomesIn] | None
+    ) = None
+    meta: dict[str, Any] | Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         n_eval = _count(self.n_eval, "n_eval")
@@ -235,15 +252,15 @@ class RecoveryScan:
         *,
         c_grid: Sequence[int],
         n_eval: int,
-        clean_acc: float,
-        full_selected_acc: float,
-        acc: Mapping[Head, Sequence[float]],
-        outcomes: Mapping[Head, Any] | None = None,
+        clean_acc: float | int,
+        full_selected_acc: float | int,
+        acc: Mapping[Head, Sequence[float | int] | Real[np.ndarray, " n_c"]],
+        outcomes: Mapping[Head, OutcomesIn] | None = None,
         meta: Mapping[str, Any] | None = None,
     ) -> RecoveryScan:
         """Build a scan from accuracies; each must be (within 1e-9) a multiple of 1/n_eval."""
 
-        def to_count(value: float, where: str) -> int:
+        def to_count(value: float | int, where: str) -> int:
             x = _number(value, where, lo=0.0, hi=1.0) * n_eval
             if abs(x - round(x)) > 1e-9 * max(1.0, n_eval):
                 raise ValueError(f"{where}: accuracy {value!r} is not a multiple of 1/{n_eval}")
@@ -267,12 +284,13 @@ class RecoveryScan:
         cls,
         *,
         c_grid: Sequence[int],
-        outcomes: Mapping[Head, Bool[np.ndarray, "n_c example"]],
+        outcomes: Mapping[Head, Bool[np.ndarray, "n_c example"] | np.ndarray | Sequence[Any]],
         clean_correct: int,
         full_selected_correct: int,
         meta: Mapping[str, Any] | None = None,
     ) -> RecoveryScan:
-        """Build a scan from per-example outcomes; counts are their row sums."""
+        """Build a scan from per-example outcomes (bool or 0/1 matrices [n_c, n_eval], or
+        array-likes of them); counts are their row sums."""
         mats = {h: np.asarray(v) for h, v in outcomes.items()}
         if not mats:
             raise ValueError("a scan needs at least one head in `outcomes`")
@@ -498,7 +516,7 @@ class SignificantSetResult:
 
 
 def significant_set(
-    scan: RecoveryScan, *, q: float = 0.05, method: str = "bh"
+    scan: RecoveryScan, *, q: float | int = 0.05, method: str = "bh"
 ) -> SignificantSetResult:
     """§4.2 paired significance of every scanned head, then the across-head correction.
 
@@ -691,10 +709,10 @@ class MainSetResult:
 def main_set(
     scan: RecoveryScan,
     *,
-    beta: float = 0.25,
-    floor: float = 0.0,
-    clean_min: float = 0.25,
-    minor_z: float = 3.5,
+    beta: float | int = 0.25,
+    floor: float | int = 0.0,
+    clean_min: float | int = 0.25,
+    minor_z: float | int = 3.5,
     max_localized: int = 5,
 ) -> MainSetResult:
     """§4.3 "quarter-of-best-gain" main set (``unified`` v1).
@@ -837,7 +855,7 @@ class WeakRuleResult:
 
 
 def weak_rule(
-    scan: RecoveryScan, *, rel_floor: float, abs_floor: float, eps: float
+    scan: RecoveryScan, *, rel_floor: float | int, abs_floor: float | int, eps: float | int
 ) -> WeakRuleResult:
     """§4.4 ``recovery_weak``; pass the parameters explicitly (see `RELEASE_WEAK_PARAMS`)."""
     rel_floor = _number(rel_floor, "rel_floor", lo=0.0)
