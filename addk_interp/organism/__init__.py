@@ -31,6 +31,7 @@ from .train import (
     TrainResult,
     addk_accuracy,
     evaluate_organism,
+    quiet_hf_progress,
     sha256_file,
     train_organism,
 )
@@ -99,11 +100,12 @@ def load_organism(
             f"organism weights {weights} have sha256 {digest}, but manifest.json records "
             f"{manifest['weights']['sha256']}: the checkpoint is corrupted or was replaced"
         )
-    model = LlamaForCausalLM.from_pretrained(
-        str(checkpoint_dir),
-        dtype=dtype,
-        local_files_only=True,
-        attn_implementation=attn_implementation,
-    )
+    with quiet_hf_progress():
+        model = LlamaForCausalLM.from_pretrained(
+            str(checkpoint_dir),
+            dtype=dtype,
+            local_files_only=True,
+            attn_implementation=attn_implementation,
+        )
     model.eval()
     return model, load_tokenizer(checkpoint_dir)

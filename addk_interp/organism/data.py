@@ -62,7 +62,9 @@ class TokenIds:
                 f"numbers must lie in 0..{MAX_NUMBER} to be single tokens, got range "
                 f"[{arr.min()}, {arr.max()}]"
             )
-        return self.number_base + values
+        if isinstance(values, np.ndarray):
+            return self.number_base + values
+        return self.number_base + int(values)
 
 
 def token_ids(tok: PreTrainedTokenizerBase) -> TokenIds:
@@ -109,12 +111,13 @@ class Batch:
 
 def apply_rule(family: str, k: int, x: np.ndarray) -> np.ndarray:
     """y for the task family: add ``x + k``, sub ``x - k``, mul ``k * x``."""
+    x = np.asarray(x)
     if family == "add":
-        return x + k
+        return np.asarray(x + k)
     if family == "sub":
-        return x - k
+        return np.asarray(x - k)
     if family == "mul":
-        return x * k
+        return np.asarray(x * k)
     raise ValueError(f"unknown task family {family!r}; valid families: {list(TASK_FAMILIES)}")
 
 

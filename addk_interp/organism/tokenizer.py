@@ -19,6 +19,8 @@ Cost: building takes a few milliseconds; encoding is linear in the text length.
 from __future__ import annotations
 
 import functools
+import json
+import os
 import re
 from pathlib import Path
 
@@ -126,6 +128,14 @@ def save_tokenizer(directory: str | Path, tok: PreTrainedTokenizerBase | None = 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     (tok if tok is not None else build_tokenizer()).save_pretrained(str(directory))
+    # transformers 5 records its internal "TokenizersBackend" class; the public alias loads
+    # with transformers 4.x too.
+    cfg_path = directory / "tokenizer_config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["tokenizer_class"] = "PreTrainedTokenizerFast"
+    tmp = cfg_path.with_name(cfg_path.name + ".tmp")
+    tmp.write_text(json.dumps(cfg, indent=2, ensure_ascii=False) + "\n")
+    os.replace(tmp, cfg_path)
 
 
 def load_tokenizer(directory: str | Path) -> PreTrainedTokenizerBase:

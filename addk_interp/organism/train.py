@@ -24,6 +24,7 @@ one CPU core (~6k tokens/s). Evaluation is forward-only (a few seconds per 3000 
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import io
@@ -35,7 +36,7 @@ import re
 import shutil
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,7 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
 from transformers import LlamaForCausalLM, PreTrainedTokenizerBase
+from transformers.utils import logging as hf_logging
 
 from .config import TrainConfig, config_hash, llama_config
 from .data import EVAL_SEED, Batch, TokenIds, addk_eval_prompts, make_batch, token_ids
@@ -60,6 +62,7 @@ __all__ = [
     "build_model",
     "evaluate_organism",
     "lr_at",
+    "quiet_hf_progress",
     "sha256_file",
     "train_organism",
 ]
@@ -130,24 +133,33 @@ def sha256_file(path: str | Path) -> str:
     return h.hexdigest()
 
 
+@contextlib.contextmanager
+def quiet_hf_progress() -> Iterator[None]:
+    """Temporarily silence transformers' own progress bars ("Loading weights", "Writing model
+    shards"); the previous setting is restored."""
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    if was_enabled:
+        hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
+
+
+def _publish(tmp: str | Path, path: Path) -> None:
+    """Atomically move a finished temporary file into place, world-readable (mkstemp makes
+    0600 files)."""
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+
+
 def _atomic_write_text(path: Path, text: str) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
             f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def _atomic_save_tensors(path: Path, tensors: dict[str, Tensor], meta: dict[str, str]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        safetensors.torch.save_file(tensors, tmp, metadata=meta)
-        os.replace(tmp, path)
+        _publish(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -342,6 +354,9 @@ def _save_resume(
             f: sha256_file(tmp / f) for f in ("model.safetensors", "optimizer.safetensors")
         }
         (tmp / "state.json").write_text(json.dumps(meta, indent=1))
+        for f in tmp.iterdir():
+            os.chmod(f, 0o644)
+        os.chmod(tmp, 0o755)
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
@@ -373,10 +388,11 @@ def _latest_resume(out_dir: Path) -> Path | None:
 def _save_final(out_dir: Path, model: LlamaForCausalLM, tok: PreTrainedTokenizerBase) -> str:
     tmp = Path(tempfile.mkdtemp(dir=out_dir, prefix=".tmp-final-"))
     try:
-        model.save_pretrained(str(tmp))
+        with quiet_hf_progress():
+            model.save_pretrained(str(tmp))
         save_tokenizer(tmp, tok)
         for f in sorted(tmp.iterdir()):
-            os.replace(f, out_dir / f.name)
+            _publish(f, out_dir / f.name)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return sha256_file(out_dir / WEIGHTS_FILE)
