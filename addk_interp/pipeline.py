@@ -36,6 +36,13 @@ PRESETS = {
     "default": dict(k="1-30", n_eval=20, n_capture=20),
     "quick": dict(k="1-10", n_eval=6, n_capture=6),
 }
+# localization / analysis budgets per preset (gate preset, scan size, c grid, prompts)
+STAGE_PRESETS = {
+    "default": dict(gates="default", gate_overrides={}, n_scan=8, c_max=8, n_random=20,
+                    n_extract=8),
+    "quick": dict(gates="default", gate_overrides=dict(epochs=3, n_items=96, n_monitor=2),
+                  n_scan=3, c_max=4, n_random=5, n_extract=3),
+}
 
 
 @dataclass(frozen=True)
@@ -319,6 +326,128 @@ class Run:
             write_table(sdir / "fv_summary.csv", summary),
         ]
 
+    # ------------------------------------------------------------------ localization
+    @property
+    def budget(self) -> dict:
+        return STAGE_PRESETS.get(self.cfg.preset, STAGE_PRESETS["default"])
+
+    def localize(self, sdir: Path):
+        from addk_interp.localize.gates import fit_gates, gate_config
+        from addk_interp.localize.headsets import select_heads
+
+        train_m, held_m = self.load_means()
+        cfg = gate_config(self.budget["gates"], layer=self.layer, seed=self.cfg.seed,
+                          fmt=self.cfg.format, **self.budget["gate_overrides"])
+        fit = fit_gates(self.model, self.family, train_m, held_m, cfg,
+                        checkpoint_dir=sdir / "checkpoints", verbose=self.verbose)
+        sel = select_heads(fit)
+        return [fit.save(sdir / "gates.safetensors"),
+                write_json(sdir / "selected.json", sel.to_dict())]
+
+    def selected_heads(self) -> list[tuple[int, int]]:
+        d = read_json(self.out / "stages" / "localize" / "selected.json")
+        return [tuple(h) for h in d["heads"]]
+
+    def scan(self, sdir: Path):
+        from addk_interp.localize.headsets import head_sets, recovery_scan
+        from addk_interp.localize.selectors import save_scan_json
+
+        heads = self.selected_heads()
+        files = []
+        if not heads:
+            return [write_json(sdir / "headsets.json", {"verdict": "empty selection",
+                                                        "main": {"main": []}})]
+        train_m, _ = self.load_means()
+        ex = self._examples(self.family.train, self.budget["n_scan"], "scan")
+        scan = recovery_scan(self.model, ex, train_m, heads, train_tasks=self.family.train,
+                             layer=self.layer, c_max=self.budget["c_max"], fmt=self.cfg.format,
+                             batch_size=self.cfg.batch_size, verbose=self.verbose)
+        files.append(save_scan_json(scan, sdir / "scan.json"))
+        hs = head_sets(scan)
+        files.append(write_json(sdir / "headsets.json", hs.to_dict()))
+        return files
+
+    def headset_result(self) -> dict:
+        return read_json(self.out / "stages" / "scan" / "headsets.json")
+
+    def main_heads(self) -> list[tuple[int, int]]:
+        main = self.headset_result().get("main", {})
+        return [tuple(h) for h in main.get("main", [])]
+
+    def headsets(self, sdir: Path):
+        from addk_interp.localize.gates import GateFit
+        from addk_interp.localize.headsets import headset_evals, necessity
+
+        sel = self.selected_heads()
+        main = self.main_heads()
+        train_m, held_m = self.load_means()
+        files = []
+        tasks = self.family.heldout if held_m is not None else self.family.train
+        means = held_m if held_m is not None else train_m
+        ex = self._examples(tasks, self.cfg.n_eval, "final_eval")
+        fit = GateFit.load(self.out / "stages" / "localize" / "gates.safetensors", self.model)
+        ev = headset_evals(self.model, ex, means, train_m, train_tasks=self.family.train,
+                           selected=sel, main=main, raw_coef=fit, layer=self.layer,
+                           fmt=self.cfg.format, batch_size=self.cfg.batch_size,
+                           seed=self.cfg.seed)
+        files.append(write_table(sdir / "headset_summary.csv", ev.table()))
+        files.append(write_table(sdir / "headset_examples.csv", ev.per_example))
+        nec = necessity(self.model, ex, train_m, train_tasks=self.family.train, main=main,
+                        selected=sel, n_random=self.budget["n_random"], seed=self.cfg.seed,
+                        fmt=self.cfg.format, batch_size=self.cfg.batch_size)
+        files.append(write_json(sdir / "necessity.json", nec.to_dict()))
+        return files
+
+    def analysis_heads(self) -> list[tuple[int, int]]:
+        """Main heads; else the selected heads by gain (at most 3); else none."""
+        main = self.main_heads()
+        if main:
+            return main
+        gains = self.headset_result().get("main", {}).get("gains", {})
+        ranked = sorted(gains, key=lambda h: -gains[h])[:3]
+        return [tuple(int(x) for x in h.replace(":", ".").split(".")) for h in ranked]
+
+    def subspaces(self, sdir: Path):
+        from addk_interp.analyses.summary import angle_matrix, merged_means, summarize_heads
+
+        heads = self.analysis_heads()
+        train_m, held_m = self.load_means()
+        means, tasks = merged_means(train_m, held_m)
+        ks = [self.family.tasks[t].k for t in tasks]
+        res = {"heads": [list(h) for h in heads], "numeric_k": all(k is not None for k in ks)}
+        if heads and res["numeric_k"]:
+            subs = summarize_heads(means, ks, heads)
+            res["per_head"] = [s.to_dict() for s in subs]
+            res["angles"] = angle_matrix(subs)
+        return [write_json(sdir / "subspaces.json", res)]
+
+    def extraction(self, sdir: Path):
+        from addk_interp.analyses.extraction import (
+            directions_from_means,
+            group_shares,
+            iter_extractions,
+        )
+
+        heads = self.analysis_heads()
+        res: dict = {"heads": [list(h) for h in heads], "per_head": {}}
+        if heads:
+            train_m, _ = self.load_means()
+            ex = self._examples(self.family.train, self.budget["n_extract"], "extraction",
+                                seed=0)
+            collected: dict = {h: ([], []) for h in heads}
+            for results in iter_extractions(self.model, ex, heads, self.cfg.format,
+                                            batch_size=self.cfg.batch_size):
+                for h, r in results.items():
+                    collected[h][0].append(r)
+                    collected[h][1].append(directions_from_means(train_m, h, r))
+            for h, (rs, ds) in collected.items():
+                gs = group_shares(rs, ds)
+                d = gs.to_dict()
+                d["identity_max_rel_error"] = max(float(r.identity_rel_error) for r in rs)
+                d["identity_min_cos"] = min(float(r.identity_min_cos) for r in rs)
+                res["per_head"][f"{h[0]}.{h[1]}"] = d
+        return [write_json(sdir / "extraction.json", res)]
+
     # ------------------------------------------------------------------ main
     def execute(self) -> Path:
         from addk_interp.report import write_report
@@ -330,6 +459,11 @@ class Run:
         self.stage("clean_eval", self.clean_eval)
         self.stage("capture", self.capture)
         self.stage("fv_eval", self.fv_eval)
+        self.stage("localize", self.localize)
+        self.stage("scan", self.scan)
+        self.stage("headsets", self.headsets)
+        self.stage("subspaces", self.subspaces)
+        self.stage("extraction", self.extraction)
         t1 = time.time()
         report = write_report(self)
         self.stages.append(

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Set up (scripts/setup.sh) and run the main job: the whole pipeline on MODEL (default: default)
+# Set up (scripts/setup.sh) and run the main job: the whole pipeline on MODEL (default: organism,
+# the model on which few-shot add-k works; MODEL=default runs Gemma-3-270m)
 # -> runs/$MODEL/report.html. Extra arguments go to `addk-interp run`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
-MODEL=${MODEL:-default}
+MODEL=${MODEL:-organism}
 .venv/bin/addk-interp run --model "$MODEL" --out "runs/$MODEL" "$@"

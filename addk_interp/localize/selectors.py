@@ -388,7 +388,7 @@ def load_scan_json(path: str | Path) -> RecoveryScan:
         raise ValueError(f"{path}: {exc}") from exc
 
 
-def save_scan_json(scan: RecoveryScan, path: str | Path, *, outcomes: bool = True) -> None:
+def save_scan_json(scan: RecoveryScan, path: str | Path, *, outcomes: bool = True) -> Path:
     """Write ``scan`` in the released JSON format (+ ``outcomes`` as "0"/"1" strings per c)."""
     payload: dict[str, Any] = dict(scan.meta)
     payload.update(
@@ -403,7 +403,10 @@ def save_scan_json(scan: RecoveryScan, path: str | Path, *, outcomes: bool = Tru
             f"{h[0]}:{h[1]}": ["".join("1" if x else "0" for x in row) for row in mat]
             for h, mat in scan.outcomes.items()
         }
-    Path(path).write_text(json.dumps(payload, indent=1, allow_nan=False) + "\n", "utf-8")
+    from addk_interp.store import _atomic
+
+    text = json.dumps(payload, indent=1, allow_nan=False) + "\n"
+    return _atomic(Path(path), lambda tmp: Path(tmp).write_text(text, "utf-8"))
 
 
 # --------------------------------------------------------------------------------------------
