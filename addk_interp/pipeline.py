@@ -38,10 +38,17 @@ PRESETS = {
 }
 # localization / analysis budgets per preset (gate preset, scan size, c grid, prompts)
 STAGE_PRESETS = {
-    "default": dict(gates="default", gate_overrides={}, n_scan=8, c_max=8, n_random=20,
-                    n_extract=8),
-    "quick": dict(gates="default", gate_overrides=dict(epochs=3, n_items=96, n_monitor=2),
-                  n_scan=3, c_max=4, n_random=5, n_extract=3),
+    "default": dict(
+        gates="default", gate_overrides={}, n_scan=8, c_max=8, n_random=20, n_extract=8
+    ),
+    "quick": dict(
+        gates="default",
+        gate_overrides=dict(epochs=3, n_items=96, n_monitor=2),
+        n_scan=3,
+        c_max=4,
+        n_random=5,
+        n_extract=3,
+    ),
 }
 
 
@@ -336,13 +343,27 @@ class Run:
         from addk_interp.localize.headsets import select_heads
 
         train_m, held_m = self.load_means()
-        cfg = gate_config(self.budget["gates"], layer=self.layer, seed=self.cfg.seed,
-                          fmt=self.cfg.format, **self.budget["gate_overrides"])
-        fit = fit_gates(self.model, self.family, train_m, held_m, cfg,
-                        checkpoint_dir=sdir / "checkpoints", verbose=self.verbose)
+        cfg = gate_config(
+            self.budget["gates"],
+            layer=self.layer,
+            seed=self.cfg.seed,
+            fmt=self.cfg.format,
+            **self.budget["gate_overrides"],
+        )
+        fit = fit_gates(
+            self.model,
+            self.family,
+            train_m,
+            held_m,
+            cfg,
+            checkpoint_dir=sdir / "checkpoints",
+            verbose=self.verbose,
+        )
         sel = select_heads(fit)
-        return [fit.save(sdir / "gates.safetensors"),
-                write_json(sdir / "selected.json", sel.to_dict())]
+        return [
+            fit.save(sdir / "gates.safetensors"),
+            write_json(sdir / "selected.json", sel.to_dict()),
+        ]
 
     def selected_heads(self) -> list[tuple[int, int]]:
         d = read_json(self.out / "stages" / "localize" / "selected.json")
@@ -355,13 +376,25 @@ class Run:
         heads = self.selected_heads()
         files = []
         if not heads:
-            return [write_json(sdir / "headsets.json", {"verdict": "empty selection",
-                                                        "main": {"main": []}})]
+            return [
+                write_json(
+                    sdir / "headsets.json", {"verdict": "empty selection", "main": {"main": []}}
+                )
+            ]
         train_m, _ = self.load_means()
         ex = self._examples(self.family.train, self.budget["n_scan"], "scan")
-        scan = recovery_scan(self.model, ex, train_m, heads, train_tasks=self.family.train,
-                             layer=self.layer, c_max=self.budget["c_max"], fmt=self.cfg.format,
-                             batch_size=self.cfg.batch_size, verbose=self.verbose)
+        scan = recovery_scan(
+            self.model,
+            ex,
+            train_m,
+            heads,
+            train_tasks=self.family.train,
+            layer=self.layer,
+            c_max=self.budget["c_max"],
+            fmt=self.cfg.format,
+            batch_size=self.cfg.batch_size,
+            verbose=self.verbose,
+        )
         files.append(save_scan_json(scan, sdir / "scan.json"))
         hs = head_sets(scan)
         files.append(write_json(sdir / "headsets.json", hs.to_dict()))
@@ -386,15 +419,34 @@ class Run:
         means = held_m if held_m is not None else train_m
         ex = self._examples(tasks, self.cfg.n_eval, "final_eval")
         fit = GateFit.load(self.out / "stages" / "localize" / "gates.safetensors", self.model)
-        ev = headset_evals(self.model, ex, means, train_m, train_tasks=self.family.train,
-                           selected=sel, main=main, raw_coef=fit, layer=self.layer,
-                           fmt=self.cfg.format, batch_size=self.cfg.batch_size,
-                           seed=self.cfg.seed)
+        ev = headset_evals(
+            self.model,
+            ex,
+            means,
+            train_m,
+            train_tasks=self.family.train,
+            selected=sel,
+            main=main,
+            raw_coef=fit,
+            layer=self.layer,
+            fmt=self.cfg.format,
+            batch_size=self.cfg.batch_size,
+            seed=self.cfg.seed,
+        )
         files.append(write_table(sdir / "headset_summary.csv", ev.table()))
         files.append(write_table(sdir / "headset_examples.csv", ev.per_example))
-        nec = necessity(self.model, ex, train_m, train_tasks=self.family.train, main=main,
-                        selected=sel, n_random=self.budget["n_random"], seed=self.cfg.seed,
-                        fmt=self.cfg.format, batch_size=self.cfg.batch_size)
+        nec = necessity(
+            self.model,
+            ex,
+            train_m,
+            train_tasks=self.family.train,
+            main=main,
+            selected=sel,
+            n_random=self.budget["n_random"],
+            seed=self.cfg.seed,
+            fmt=self.cfg.format,
+            batch_size=self.cfg.batch_size,
+        )
         files.append(write_json(sdir / "necessity.json", nec.to_dict()))
         return files
 
@@ -432,11 +484,11 @@ class Run:
         res: dict = {"heads": [list(h) for h in heads], "per_head": {}}
         if heads:
             train_m, _ = self.load_means()
-            ex = self._examples(self.family.train, self.budget["n_extract"], "extraction",
-                                seed=0)
+            ex = self._examples(self.family.train, self.budget["n_extract"], "extraction", seed=0)
             collected: dict = {h: ([], []) for h in heads}
-            for results in iter_extractions(self.model, ex, heads, self.cfg.format,
-                                            batch_size=self.cfg.batch_size):
+            for results in iter_extractions(
+                self.model, ex, heads, self.cfg.format, batch_size=self.cfg.batch_size
+            ):
                 for h, r in results.items():
                     collected[h][0].append(r)
                     collected[h][1].append(directions_from_means(train_m, h, r))

@@ -30,6 +30,100 @@ def write_report(run) -> Path:
         ("Per-head mean-output norm (training tasks)", plots.head_norm_heatmap(train_m.means)),
         ("Function-vector accuracy", plots.fv_bars(fv)),
     ]
+    st = out / "stages"
+    tables: list[tuple[str, pd.DataFrame]] = []
+    notes: list[str] = []
+    if (st / "localize" / "done.json").exists():
+        from addk_interp.localize.gates import GateFit
+        from addk_interp.store import read_json
+
+        fit = GateFit.load(st / "localize" / "gates.safetensors", run.model)
+        sel = read_json(st / "localize" / "selected.json")
+        figs.append(("Gate coefficients [layer × head]", plots.coef_heatmap(fit.final.numpy())))
+        figs.append(("Sorted |coef| with the selection cut", plots.sorted_coef(sel["cut"])))
+        figs.append(("Gate training curves", plots.training_curves(list(fit.history))))
+        notes.append(
+            f"Selected heads ({sel['rule']} on the mean of the last {sel['k']} "
+            f"checkpoints): {', '.join(f'L{a}H{b}' for a, b in sel['heads']) or 'none'}"
+            + (f" — {sel['reason']}" if sel.get("reason") else "")
+        )
+    if (st / "scan" / "scan.json").exists():
+        from addk_interp.store import read_json
+
+        scan = read_json(st / "scan" / "scan.json")
+        hs = read_json(st / "scan" / "headsets.json")
+        main = hs["main"].get("main", [])
+        figs.append(("Dose-response (recovery) curves", plots.dose_response(scan, main)))
+        sig = [
+            h
+            for h, t in (hs.get("significant", {}).get("tests", {}) or {}).items()
+            if isinstance(t, dict) and t.get("significant")
+        ]
+        notes.append(
+            f"Main heads (quarter-of-best-gain rule): "
+            f"{', '.join(f'L{a}H{b}' for a, b in main) or 'none'}; verdict "
+            f"{hs['main'].get('verdict')}; significant: {len(sig)}."
+        )
+    if (st / "headsets" / "headset_summary.csv").exists():
+        from addk_interp.store import read_json
+
+        hsum = pd.read_csv(st / "headsets" / "headset_summary.csv")
+        figs.append(("Head-set FV accuracy", plots.headset_bars(hsum)))
+        tables.append(("Head-set FV accuracy (numbers)", hsum))
+        nec = read_json(st / "headsets" / "necessity.json")
+        figs.append(("Necessity of the main heads", plots.necessity_plot(nec)))
+    if (st / "subspaces" / "subspaces.json").exists():
+        from addk_interp.store import read_json
+
+        sub = read_json(st / "subspaces" / "subspaces.json")
+        per = sub.get("per_head", [])
+        if per:
+            figs.append(("PCA cumulative variance per head", plots.cumvar_plot(per)))
+            figs.append(("Periodogram (which periods each head uses)", plots.periodogram_plot(per)))
+            for d in per:
+                figs.append(
+                    (
+                        f"PC coordinates vs k, L{d['head'][0]}H{d['head'][1]}",
+                        plots.pc_coords_plot(d),
+                    )
+                )
+            tables.append(
+                (
+                    "Subspace fit per head",
+                    pd.DataFrame(
+                        [
+                            {
+                                "head": f"L{d['head'][0]}H{d['head'][1]}",
+                                "PCs for 95%": d["pcs_to_95"],
+                                **{f"R² {k}": v for k, v in (d["r2"] or {}).items()},
+                                "peak periods": ", ".join(f"{p:g}" for p in d["peak_periods"][:5]),
+                            }
+                            for d in per
+                        ]
+                    ),
+                )
+            )
+    if (st / "extraction" / "extraction.json").exists():
+        from addk_interp.store import read_json
+
+        ext = read_json(st / "extraction" / "extraction.json")
+        if ext.get("per_head"):
+            figs.append(("Token-group shares of the task signal", plots.share_bars(ext)))
+            tables.append(
+                (
+                    "Label share per head",
+                    pd.DataFrame(
+                        [
+                            {
+                                "head": f"L{h.replace('.', 'H')}",
+                                **{k: v for k, v in (d.get("label_share") or {}).items()},
+                                "identity max rel. error": d.get("identity_max_rel_error"),
+                            }
+                            for h, d in ext["per_head"].items()
+                        ]
+                    ),
+                )
+            )
     info = run.model.info
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'>",
@@ -49,6 +143,10 @@ def write_report(run) -> Path:
         parts.append(f"<h2>{html.escape(title)}</h2>")
         parts.append(pio.to_html(fig, full_html=False, include_plotlyjs=True if first else False))
         first = False
+    for note in notes:
+        parts.append(f"<p>{html.escape(note)}</p>")
+    for title, df in tables:
+        parts.append(f"<h2>{html.escape(title)}</h2>" + _table(df))
     parts.append("<h2>Function vectors (numbers)</h2>" + _table(fv))
     by_shots = acc.groupby("shots").agg(accuracy=("accuracy", "mean")).reset_index()
     parts.append("<h2>Clean accuracy (mean over tasks)</h2>" + _table(by_shots))

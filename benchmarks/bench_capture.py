@@ -72,7 +72,9 @@ def main():
     print(f"| means, original approach (1 prompt, use_attn_result) | {t_orig:.2f} s |")
     print(f"| speed-up | {t_orig / t_ours:.1f}× |")
     print(f"| max abs diff of means | {(ours_mean - orig_mean).abs().max().item():.2e} |")
-    print(f"| retained per batch (capture) | {z.numel() * 4 / 1e6:.2f} MB (batch×layer×head×d_head) |")
+    print(
+        f"| retained per batch (capture) | {z.numel() * 4 / 1e6:.2f} MB (batch×layer×head×d_head) |"
+    )
 
 
 if __name__ == "__main__":

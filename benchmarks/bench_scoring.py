@@ -38,7 +38,9 @@ def main():
     last = [b.tokens.shape[1] - 1]
     t_last, _ = timed(lambda: model.logits_at(b.tokens, last))
     t_full, _ = timed(lambda: model.full_logits(b.tokens))
-    print(f"model {model.info.name}; {n} prompts (5-shot add-k), batch {len(b)}×{b.tokens.shape[1]}")
+    print(
+        f"model {model.info.name}; {n} prompts (5-shot add-k), batch {len(b)}×{b.tokens.shape[1]}"
+    )
     print("| measurement | value |")
     print("|---|---|")
     print(f"| teacher-forced scoring | {n / t_tf:.1f} prompts/s |")

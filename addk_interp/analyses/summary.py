@@ -44,10 +44,16 @@ class HeadSubspace:
 
     def to_dict(self) -> dict:
         return {
-            "head": list(self.head), "pcs_to_95": self.pcs_to_95, "cumvar": self.cumvar,
-            "r2": self.r2, "fit_error": self.fit_error, "top_periods": self.top_periods,
-            "peak_periods": self.peak_periods, "periodogram": self.periodogram,
-            "pc_coords_top6": self.pc_coords[:, :6].tolist(), "ks": self.ks,
+            "head": list(self.head),
+            "pcs_to_95": self.pcs_to_95,
+            "cumvar": self.cumvar,
+            "r2": self.r2,
+            "fit_error": self.fit_error,
+            "top_periods": self.top_periods,
+            "peak_periods": self.peak_periods,
+            "periodogram": self.periodogram,
+            "pc_coords_top6": self.pc_coords[:, :6].tolist(),
+            "ks": self.ks,
         }
 
 
@@ -72,11 +78,23 @@ def summarize_heads(
         except ValueError as e:
             err = str(e)
         pg = periodogram(pca.coords, pca.ks, periods=range(2, max(3, min(51, len(ks) + 1))))
-        out.append(HeadSubspace(
-            head, int(pca.pcs_to_threshold), [float(c) for c in pca.cumvar], r2, err,
-            [float(p) for p in pg.top_periods], [float(p) for p in pg.peak_periods],
-            pg.to_dict(), basis6, unit, mag, np.asarray(pca.coords), [float(k) for k in pca.ks],
-        ))
+        out.append(
+            HeadSubspace(
+                head,
+                int(pca.pcs_to_threshold),
+                [float(c) for c in pca.cumvar],
+                r2,
+                err,
+                [float(p) for p in pg.top_periods],
+                [float(p) for p in pg.peak_periods],
+                pg.to_dict(),
+                basis6,
+                unit,
+                mag,
+                np.asarray(pca.coords),
+                [float(k) for k in pca.ks],
+            )
+        )
     return out
 
 

@@ -65,16 +65,21 @@ def run(args) -> int:
         means = HeadMeans.load(Path(args.means))
         check_means_model(model, means)
     else:
-        kind, seed = (("heldout_activation", args.seed + 1001) if args.split == "heldout"
-                      else ("activation", args.seed))
+        kind, seed = (
+            ("heldout_activation", args.seed + 1001)
+            if args.split == "heldout"
+            else ("activation", args.seed)
+        )
         ex = sample_family(family, tasks, args.n_capture, args.shots, seed=seed, kind=kind)
         means = capture_means(model, ex, args.format, verbose=not args.quiet)
     vecs = head_set_vectors(means, tasks, heads, coefs)
     df = evaluate_fv(model, scored, vecs, layer=layer, fmt=args.format, verbose=not args.quiet)
     lo, hi = bootstrap_ci(df["correct"].to_numpy(), seed=args.seed)
-    print(f"FV accuracy {df['correct'].mean():.3f} [{lo:.3f}, {hi:.3f}]  clean "
-          f"{df['clean_correct'].mean():.3f}  (n={len(df)}, layer {layer}, "
-          f"{'all heads' if heads is None else len(heads)} heads)")
+    print(
+        f"FV accuracy {df['correct'].mean():.3f} [{lo:.3f}, {hi:.3f}]  clean "
+        f"{df['clean_correct'].mean():.3f}  (n={len(df)}, layer {layer}, "
+        f"{'all heads' if heads is None else len(heads)} heads)"
+    )
     table = accuracy_table(df, by=("task", "k"))
     print(table[["task", "k", "n", "accuracy", "ci_low", "ci_high"]].to_string(index=False))
     if args.out:

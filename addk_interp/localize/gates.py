@@ -16,30 +16,34 @@ share one training loop:
   ``interventions.gate_heads`` with the task's z-means as source. Loss = NLL + λ·Σσ(θ); no
   proximal step or clipping. Init: σ(θ₀) = 0.1 + 0.8·U[0, 1).
 
-Only training tasks enter the loss. Held-out tasks (their own means) are evaluated after every
-epoch and logged, never used to choose anything: the coefficients do not depend on them. The
-data order of epoch e is ``randperm`` from a generator seeded by (seed, e), so the run is a pure
-function of (config, model, data, means) and a resumed run is bitwise identical to an
-uninterrupted one. One checkpoint per epoch (safetensors: parameter, AdamW state, coefficient
-history; JSON: config, identity, history), written atomically; resuming with a different
-config, model or data is refused.
+The learning rate is constant (paper) or decays linearly to ``lr·lr_end_frac`` at the last step
+(``lr_at``; the proximal shrink uses the current lr). Only training tasks enter the loss.
+Held-out tasks (with their own means) are scored after every epoch and logged, never used to
+choose anything: the coefficients do not depend on them. The data order of epoch e is
+``randperm`` from a generator seeded by (seed, e), so a run is a pure function of (config,
+model, data, means) and a resumed run is bitwise identical to an uninterrupted one. One
+checkpoint per epoch (safetensors: parameter, AdamW state, coefficient history; JSON: config,
+identity, history), written atomically; a finished run is read back without training, and
+resuming with another config, model, data or monitor is refused.
 
-Speed (coef mode). The injection at ``blocks.ℓ.hook_resid_mid`` cannot change anything below
-block ℓ, so the input of block ℓ is computed once for every training prompt (``UpperForward``)
-and each step runs only blocks ℓ..L−1, the final norm, and the unembedding at the answer
-positions. On the TransformerBridge (which has no ``start_at_layer``) the wrapped HF decoder
-layers are called directly with the keyword arguments (rotary cos/sin, causal or sliding-window
-mask, position ids) captured from a one-row run of the same length, with the KV cache off; TL
-hooks inside the blocks still fire. On a classic HookedTransformer its blocks are called
-directly. Every runner checks itself against the full hooked forward (``logits_at``) on one
-group of prompts; if it disagrees (> 1e-4 relative) it falls back to the full forward, and the
-path that ran is recorded (``GateFit.forward_path``). The mask mode gates every layer, so it
-always runs the full forward (logits at answer positions only).
+Speed. An intervention at or above block s cannot change anything below it, so the input of
+block s is computed once per prompt (``PromptRunner``; s = ℓ in coef mode, s = 0 in mask mode)
+and each step runs blocks s..L−1, the final norm and the unembedding at the answer positions
+only (never full-sequence logits). The TransformerBridge has no ``start_at_layer``: its wrapped
+HF decoder layers are called directly with the keyword arguments (rotary cos/sin, causal or
+sliding-window mask, position ids) the HF model passed them in a one-row run of the same length,
+KV cache off, and TL hooks inside the blocks still fire (attached to the resolved
+``HookPoint``s once, not through ``model.hooks``). A classic HookedTransformer's blocks are
+called directly. A coef-mode mini-batch of mixed prompt shapes runs as one right-padded call
+(exact: attention is causal and each row keeps its own positions). Every runner checks itself
+against the full hooked forward (``logits_at``); if it disagrees (> 1e-4 relative) it falls
+back to the full forward, and the path that ran is recorded (``GateFit.forward_path``).
 
-Cost per step: coef ≈ (L − ℓ)/L of one forward + backward over B zero-shot prompts, plus the
-unembedding of A answer positions per prompt (no full-sequence logits); mask ≈ one full forward
-+ backward. Presets: ``paper`` (λ 0.05, batch 128, 50 epochs over 2048 items = 800 steps) and
-``default`` (sized for Gemma-3-270m on 2 CPU cores; see ``PRESETS``).
+Cost per step: coef ≈ (L − ℓ)/L of a forward + backward over B zero-shot prompts plus the
+unembedding of the A answer positions of each (on Gemma-3-270m: 0.44–0.51 of a naive full
+forward + backward with full logits, ``benchmarks/bench_gates.py``); mask ≈ one forward +
+backward. Presets (``PRESETS``): ``paper`` (800 steps of 128) and ``default`` (100 steps of
+16, sized and checked on Gemma-3-270m on CPU: ≈ 3 minutes).
 """
 
 from __future__ import annotations
@@ -73,27 +77,50 @@ from addk_interp.hooks.interventions import (
     inject,
     resid_site,
 )
-from addk_interp.localize.cuts import Cut, cut, mean_last_k
+from addk_interp.localize.cuts import RULES, Cut, cut, mean_last_k
 from addk_interp.prompts import Encoded, encode_examples
-from addk_interp.scoring import scores_from_logits
+from addk_interp.scoring import continuation_mask, scores_from_logits
 from addk_interp.store import read_json, read_tensors, write_json, write_tensors
 from addk_interp.tasks import Example, TaskFamily, manifest_hash, sample_family
 
 Head = tuple[int, int]
 MODES = ("coef", "mask")
 FORWARD_PATHS = ("auto", "upper", "full")
+LR_SCHEDULES = ("constant", "linear")
 CHECK_RTOL = 1e-4
 GATE_FIT_VERSION = 1
 
 # ============================================================================ configuration
 
 PRESETS: dict[str, dict[str, Any]] = {
-    # paper_spec §3.3: λ 0.05, lr 0.01, batch 128, 16 steps × 50 epochs over 2048 items.
-    "paper": dict(lam=0.05, lr=0.01, batch_size=128, epochs=50, n_items=2048, n_monitor=100),
-    # Gemma-3-270m on 2 CPU cores: 25 train tasks × 16 items, 25 steps of 32 per epoch,
-    # 8 epochs = 200 steps at lr 0.05 (≈ the paper's 800 steps of lr 0.01 in total movement);
-    # chosen by convergence measurements (benchmarks/bench_gates.py, docstring of PRESETS).
-    "default": dict(lam=0.05, lr=0.05, batch_size=32, epochs=8, n_items=400, n_monitor=8),
+    # paper_spec §3.3: λ 0.05, constant lr 0.01, batch 128, 16 steps × 50 epochs over 2048
+    # items (800 steps), largest_gap on the mean of the last 3 epoch checkpoints.
+    "paper": dict(
+        lam=0.05,
+        lr=0.01,
+        batch_size=128,
+        epochs=50,
+        n_items=2048,
+        n_monitor=100,
+        select_rule="largest_gap",
+    ),
+    # Gemma-3-270m on a shared 2-core CPU (≈1.5 s per step of 16): 4 epochs × 25 steps of 16
+    # over 400 items (16 per training task) = 100 steps, lr 0.1 decayed linearly to 0.005.
+    # Measured: it ends on the same 10-head set as 160 steps at constant lr 0.05 (and tiny
+    # models are stable from epoch ≤ 4). Gemma's coefficients form a continuum without a
+    # gap (0.03–0.6), so largest_gap flips between 1 and 4 heads from checkpoint to
+    # checkpoint while the 95 %-mass ``fraction`` set is the one both schedules agree on.
+    "default": dict(
+        lam=0.05,
+        lr=0.1,
+        lr_schedule="linear",
+        lr_end_frac=0.05,
+        batch_size=16,
+        epochs=4,
+        n_items=400,
+        n_monitor=8,
+        select_rule="fraction",
+    ),
 }
 
 
@@ -112,6 +139,8 @@ class GateConfig:
     mode: str = "coef"
     lam: float = 0.05
     lr: float = 0.01
+    lr_schedule: str = "constant"
+    lr_end_frac: float = 1.0
     betas: tuple[float, float] = (0.9, 0.98)
     eps: float = 1e-8
     weight_decay: float = 0.0
@@ -152,6 +181,12 @@ class GateConfig:
             raise AddkError(f"n_monitor must be an integer ≥ 0, got {self.n_monitor!r}")
         if self.n_monitor < 0:
             raise AddkError(f"n_monitor must be ≥ 0, got {self.n_monitor}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise AddkError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
+        if not (isinstance(self.lr_end_frac, int | float) and 0 < self.lr_end_frac <= 1):
+            raise AddkError(f"lr_end_frac must lie in (0, 1], got {self.lr_end_frac!r}")
+        if self.select_rule not in RULES:
+            raise AddkError(f"select_rule must be one of {RULES}, got {self.select_rule!r}")
         if self.forward not in FORWARD_PATHS:
             raise AddkError(f"forward must be one of {FORWARD_PATHS}, got {self.forward!r}")
         if self.site not in ("resid_pre", "resid_mid", "resid_post"):
@@ -170,6 +205,9 @@ class GateConfig:
         unknown = sorted(set(d) - known)
         if unknown:
             raise AddkError(f"unknown gate config fields {unknown}")
+        d = dict(d)
+        if "betas" in d:
+            d["betas"] = tuple(float(b) for b in d["betas"])
         return cls(**d)
 
 
@@ -513,10 +551,14 @@ class PromptRunner:
         d = self.model.info.d_model
         return torch.linspace(-1.0, 1.0, d) * 3.0 * torch.arange(1, n + 1)[:, None]
 
+    def _check_groups(self) -> list[PromptGroup]:
+        """The shortest and the longest shape group (the self-check runs on both)."""
+        return self.groups[:1] + self.groups[1:][-1:]
+
     def _self_check(self) -> tuple[bool, dict]:
         worst, scale = 0.0, 1.0
         for layer in sorted({self.layers[0], self.layers[-1]}):
-            for g in self.groups[:4]:
+            for g in self._check_groups():
                 rows = torch.arange(min(2, len(g)))
                 vec = self._test_vectors(len(rows))
                 hooks = inject(self.model, vec, g.query_pos, layer, "resid_mid")
@@ -557,12 +599,16 @@ class PromptRunner:
         start: int,
         n_variants: int = 1,
         batch_size: int | None = None,
+        logprob: bool = True,
     ) -> InjectedScores:
         """Teacher-forced scores of every example under ``n_variants`` interventions.
 
         ``hooks_fn(group, rows, variant)`` returns the hooks for the rows ``rows`` of ``group``
         under the per-row variant indices ``variant``; the variants of one group are stacked
-        along the batch (chunks of ``batch_size`` rows).
+        along the batch (chunks of ``batch_size`` rows). ``logprob=False`` (upper-layer path)
+        unembeds answer position j only for rows whose argmax matched positions < j, and the
+        terminator only for full matches: the same ``correct``/``match`` and first-token
+        probability, ``answer_logprob`` NaN, and ``terminated`` False where never reached.
         """
         n_ex = len(self.examples)
         bs = batch_size or self.batch_size
@@ -575,15 +621,90 @@ class PromptRunner:
                 for s in range(0, n * n_variants, bs):
                     var, rows = var_all[s : s + bs], row_all[s : s + bs]
                     hooks = hooks_fn(g, rows, var)
-                    logits = self.logits(g, rows, g.answer_len + 1, start, hooks)
-                    sc = scores_from_logits(self.model, logits, g.answer_ids[rows])
+                    if logprob or self.path != "upper":
+                        logits = self.logits(g, rows, g.answer_len + 1, start, hooks)
+                        sc = scores_from_logits(self.model, logits, g.answer_ids[rows])
+                        res = {
+                            "correct": sc.correct,
+                            "match": sc.match,
+                            "terminated": sc.terminated,
+                            "answer_logprob": sc.answer_logprob,
+                            "first_token_prob": sc.first_token_prob,
+                        }
+                    else:
+                        res = self._progressive(g, rows, start, hooks)
                     v, e = var.numpy(), g.indices[rows].numpy()
-                    out["correct"][v, e] = sc.correct.numpy()
-                    out["match"][v, e] = sc.match.numpy()
-                    out["terminated"][v, e] = sc.terminated.numpy()
-                    out["answer_logprob"][v, e] = sc.answer_logprob.double().numpy()
-                    out["first_token_prob"][v, e] = sc.first_token_prob.double().numpy()
+                    for k, _ in _SCORE_FIELDS:
+                        val = res[k]
+                        out[k][v, e] = (val.double() if val.is_floating_point() else val).numpy()
         return InjectedScores(**out)
+
+    def _progressive(self, g: PromptGroup, rows: Tensor, start: int, hooks) -> dict[str, Tensor]:
+        """Exact-match scoring that unembeds a position only for rows still matching."""
+        a = g.answer_len
+        need = g.prompt_len + a
+        h = self.upper.final_resid(g.cache[start][rows, :need], start, hooks)
+        h = h[:, g.query_pos : g.query_pos + a + 1]
+        ans = g.answer_ids[rows]
+        b = len(rows)
+        alive = torch.arange(b)
+        first = torch.zeros(b)
+        for j in range(a):
+            logits = self.upper.unembed(h[alive, j]).float()
+            if j == 0:
+                p = torch.softmax(logits, dim=-1)
+                first = p.gather(-1, ans[:, :1]).squeeze(-1)
+            alive = alive[logits.argmax(-1) == ans[alive, j]]
+        match = torch.zeros(b, dtype=torch.bool)
+        match[alive] = True
+        terminated = torch.zeros(b, dtype=torch.bool)
+        if len(alive):
+            pred = self.upper.unembed(h[alive, a]).argmax(-1)
+            terminated[alive] = ~continuation_mask(self.model)[pred]
+        return {
+            "correct": match & terminated,
+            "match": match,
+            "terminated": terminated,
+            "answer_logprob": torch.full((b,), float("nan")),
+            "first_token_prob": first,
+        }
+
+    def first_token_probs(
+        self,
+        hooks_fn: Callable[[PromptGroup, Tensor, Tensor], Sequence],
+        start: int,
+        n_variants: int = 1,
+        batch_size: int | None = None,
+    ) -> Float[np.ndarray, "variant example"]:
+        """float32 softmax probability of the first answer token at the query position, per
+        [variant, example] (only that position is unembedded); hooks as in ``score``."""
+        n_ex = len(self.examples)
+        bs = batch_size or self.batch_size
+        out = np.zeros((n_variants, n_ex), dtype=np.float64)
+        with torch.no_grad():
+            for g in self.groups:
+                n = len(g)
+                var_all = torch.arange(n_variants).repeat_interleave(n)
+                row_all = torch.arange(n).repeat(n_variants)
+                for s in range(0, n * n_variants, bs):
+                    var, rows = var_all[s : s + bs], row_all[s : s + bs]
+                    logits = self.logits(g, rows, 1, start, hooks_fn(g, rows, var))[:, 0]
+                    p = torch.softmax(logits.float(), dim=-1)
+                    p = p.gather(-1, g.answer_ids[rows, :1]).squeeze(-1)
+                    out[var.numpy(), g.indices[rows].numpy()] = p.double().numpy()
+        return out
+
+
+class _AddAtRows:
+    """TL hook: act[r, q[r]] += vectors[r] for every row r (differentiable, out of place)."""
+
+    def __init__(self, q: Tensor, vectors: Tensor):
+        self.q, self.vectors = q, vectors
+        self.rows = torch.arange(len(q))
+
+    def __call__(self, act: Tensor, hook=None) -> Tensor:
+        v = self.vectors.to(act.dtype)
+        return act.index_put((self.rows, self.q), v, accumulate=True)
 
 
 class InjectionRunner(PromptRunner):
@@ -610,7 +731,12 @@ class InjectionRunner(PromptRunner):
         self.layer = layer
         self.site = site
         super().__init__(
-            model, examples, layers=[layer], zero_shot=True, fmt=fmt, path=path,
+            model,
+            examples,
+            layers=[layer],
+            zero_shot=True,
+            fmt=fmt,
+            path=path,
             batch_size=batch_size,
         )
 
@@ -618,7 +744,7 @@ class InjectionRunner(PromptRunner):
         ok, info = super()._self_check()
         if not ok:
             return ok, info
-        items = torch.cat([g.indices[:2] for g in self.groups[:4]])
+        items = torch.cat([g.indices[:2] for g in self._check_groups()])
         vec = self._test_vectors(len(items))
         ref = self._answer_logits_full(items, vec, extra=1)
         got = self._answer_logits_upper(items, vec, extra=1)
@@ -677,11 +803,7 @@ class InjectionRunner(PromptRunner):
             n = int(need[sel[0]])
             hidden[sel, :n] = self.groups[g].cache[self.layer][ri[sel], :n]
         q = plen - 1
-        rows = torch.arange(b)
-
-        def add(act, hook):
-            return act.index_put((rows, q), vectors.to(act.dtype), accumulate=True)
-
+        add = _AddAtRows(q, vectors)
         out = self.upper.final_resid(hidden, self.layer, [(self.site_name, add)])
         targets, owner, j = self._targets(gi, ri, alen, npos)
         return AnswerLogits(self.upper.unembed(out[owner, q[owner] + j]), targets, owner, b)
@@ -703,7 +825,10 @@ class InjectionRunner(PromptRunner):
         return AnswerLogits(torch.cat(parts)[order], targets, owner, len(items))
 
     def score_vectors(
-        self, vectors: Float[Tensor, "*variant example d_model"], batch_size: int | None = None
+        self,
+        vectors: Float[Tensor, "*variant example d_model"],
+        batch_size: int | None = None,
+        logprob: bool = True,
     ) -> InjectedScores:
         """Score every example under every variant's vectors ([variant, example, d] or
         [example, d]); the variants of one prompt group are stacked along the batch."""
@@ -721,7 +846,7 @@ class InjectionRunner(PromptRunner):
             v = vec[var, g.indices[rows]]
             return inject(self.model, v, g.query_pos, self.layer, self.site)
 
-        return self.score(hooks_fn, self.layer, n_var, batch_size)
+        return self.score(hooks_fn, self.layer, n_var, batch_size, logprob)
 
     def evaluate(
         self, vectors: Float[Tensor, "example d_model"], label: str = "fv"
@@ -767,7 +892,9 @@ def _derived_seed(*parts: Any) -> int:
 def _subsample(examples: list[Example], n: int, seed: int, kind: str) -> list[Example]:
     if len(examples) <= n:
         return examples
-    keep = sorted(random.Random(_derived_seed(seed, kind, "subsample")).sample(range(len(examples)), n))
+    keep = sorted(
+        random.Random(_derived_seed(seed, kind, "subsample")).sample(range(len(examples)), n)
+    )
     return [examples[i] for i in keep]
 
 
@@ -843,7 +970,9 @@ class GateFit:
         except ValueError as e:
             raise AddkError(str(e)) from None
 
-    def stability(self, rule: str | None = None, k: int | None = None) -> dict[str, Any]:
+    def stability(
+        self, rule: str | None = None, k: int | None = None, **params: float
+    ) -> dict[str, Any]:
         """Selected set after every epoch (cut on the mean of the last ≤ k checkpoints) and the
         first epoch from which it equals the final set (convergence diagnostic)."""
         k = self.config.select_k if k is None else k
@@ -851,7 +980,10 @@ class GateFit:
         sets = []
         for e in range(1, self.n_epochs + 1):
             m = mean_last_k(list(self.coefficients[:e]), min(k, e))
-            sets.append(tuple(cut(m, rule).selected) if rule != "fixed" else ())
+            try:
+                sets.append(tuple(cut(m, rule, **params).selected))
+            except ValueError as err:
+                raise AddkError(str(err)) from None
         final = sets[-1]
         since = self.n_epochs
         while since > 1 and sets[since - 2] == final:
@@ -886,7 +1018,9 @@ class GateFit:
         path = Path(path)
         if path.suffix != ".safetensors":
             path = path.with_suffix(".safetensors")
-        meta = {k: v for k, v in self.to_dict().items() if k not in ("coefficients", "init", "param")}
+        meta = {
+            k: v for k, v in self.to_dict().items() if k not in ("coefficients", "init", "param")
+        }
         write_tensors(
             path,
             {"coefficients": self.coefficients, "init": self.init, "param": self.param},
@@ -1027,12 +1161,28 @@ def _n_selected(coefs_hist: list[Tensor], config: GateConfig) -> int | None:
     return cut(mean_last_k(coefs_hist, k), config.select_rule).n_selected
 
 
+def lr_at(config: GateConfig, step: int, total: int) -> float:
+    """Learning rate of optimizer step ``step`` (0-based) of ``total``: constant (paper), or
+    linear from lr to lr·lr_end_frac at the last step."""
+    if config.lr_schedule == "constant" or total <= 1:
+        return config.lr
+    return config.lr * (1.0 - (1.0 - config.lr_end_frac) * step / (total - 1))
+
+
 def train_step(
-    problem: GateProblem, param: Tensor, opt: torch.optim.Optimizer, items: Int[Tensor, " batch"]
+    problem: GateProblem,
+    param: Tensor,
+    opt: torch.optim.Optimizer,
+    items: Int[Tensor, " batch"],
+    lr: float | None = None,
 ) -> dict[str, float]:
-    """One optimizer step on the mini-batch ``items``: NLL / B + λ·reg, AdamW, then (coef mode)
-    the proximal soft-threshold and the clip. Returns the step's numbers."""
+    """One optimizer step on the mini-batch ``items``: NLL / B + λ·reg, AdamW at ``lr``
+    (default ``config.lr``), then (coef mode) the proximal soft-threshold by λ·lr and the clip.
+    Returns the step's numbers."""
     cfg = problem.config
+    lr = cfg.lr if lr is None else lr
+    for group in opt.param_groups:
+        group["lr"] = lr
     b = len(items)
     opt.zero_grad(set_to_none=True)
     out = problem.answer_logits(param, items)
@@ -1043,7 +1193,7 @@ def train_step(
     if cfg.mode == "coef" and (cfg.proximal or cfg.clip):
         with torch.no_grad():
             lam = cfg.lam if cfg.proximal else 0.0
-            param.copy_(proximal_clip(param, lam, cfg.lr, clip=cfg.clip))
+            param.copy_(proximal_clip(param, lam, lr, clip=cfg.clip))
     n_match = int(out.match().sum())
     nll_v, reg_v = float(nll.detach()) / b, float(reg.detach())
     return {
@@ -1052,6 +1202,7 @@ def train_step(
         "reg": reg_v,
         "match": n_match / b,
         "n_match": n_match,
+        "lr": lr,
     }
 
 
@@ -1062,7 +1213,7 @@ class _Monitor:
         self.means = means
         self.problem = problem
         cfg = problem.config
-        path = "upper" if problem.runner.path == "upper" else "full"
+        path = "auto" if problem.runner.path == "upper" else "full"
         if cfg.mode == "coef":
             self.runner = InjectionRunner(
                 model, examples, layer=cfg.layer, site=cfg.site, fmt=cfg.fmt, path=path
@@ -1077,17 +1228,17 @@ class _Monitor:
         r = self.runner
         if self.problem.config.mode == "coef":
             vec = task_vectors(self.means, r.examples, param.detach())
-            return float(r.score_vectors(vec).correct.mean())
+            return float(r.score_vectors(vec, logprob=False).correct.mean())
         gate = torch.sigmoid(param.detach())
 
         def hooks_fn(g, rows, _var):
             z_src = self.means.z_means[self.task_idx[g.indices[rows]]]
             return gate_heads(r.model, gate, g.query_pos, z_src)
 
-        return float(r.score(hooks_fn, 0).correct.mean())
+        return float(r.score(hooks_fn, 0, logprob=False).correct.mean())
 
 
-def _identity(model, config, examples, means, heldout_examples, heldout_means, path) -> dict:
+def _identity(model, config, examples, means, heldout_examples, heldout_means) -> dict:
     train_tasks = list(dict.fromkeys(e.task for e in examples))
     ident = {
         "model_fingerprint": model.info.fingerprint,
@@ -1101,14 +1252,15 @@ def _identity(model, config, examples, means, heldout_examples, heldout_means, p
         "heldout_tasks": list(dict.fromkeys(e.task for e in heldout_examples)),
         "heldout_manifest": manifest_hash(heldout_examples) if heldout_examples else None,
         "heldout_means": None,
-        "forward_path": path,
         "code_version": __version__,
     }
     if heldout_examples:
         ht = ident["heldout_tasks"]
         ident["heldout_means"] = _tensor_hash(
             torch.stack([heldout_means.means[heldout_means.task_index(t)] for t in ht])
-        ) + _tensor_hash(torch.stack([heldout_means.z_means[heldout_means.task_index(t)] for t in ht]))
+        ) + _tensor_hash(
+            torch.stack([heldout_means.z_means[heldout_means.task_index(t)] for t in ht])
+        )
     return ident
 
 
@@ -1205,32 +1357,18 @@ def train_gates(
         leak = sorted(train_tasks & {e.task for e in heldout})
         if leak:
             raise AddkError(f"tasks {leak} are both training and held-out tasks")
-    for name, m, tasks in (("training", means, train_tasks),):
-        missing = [t for t in sorted(tasks) if t not in m.tasks]
-        if missing:
-            raise AddkError(f"no {name} means for tasks {missing}")
+    missing = [t for t in sorted(train_tasks) if t not in means.tasks]
+    if missing:
+        raise AddkError(f"no training means for tasks {missing}")
     sub = torch.stack([means.means[means.task_index(t)] for t in sorted(train_tasks)])
     if not torch.isfinite(sub).all() or not torch.isfinite(means.z_means).all():
         raise AddkError("the training means contain NaN or inf")
 
     t0 = time.time()
-    problem = GateProblem(model, examples, means, cfg, batch_size=batch_size_eval)
-    monitor = _Monitor(model, heldout, heldout_means, problem) if heldout else None
-    ident = _identity(model, cfg, examples, means, heldout, heldout_means, problem.path)
+    ident = _identity(model, cfg, examples, means, heldout, heldout_means)
     key = _identity_key(ident)
-    shape = (model.n_layers, model.n_heads)
-
-    param = _init_param(cfg, shape).requires_grad_(True)
-    init_coefs = problem.coefficients(param.detach()).clone()
-    opt = torch.optim.AdamW(
-        [param], lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay
-    )
-    coef_hist: list[Tensor] = []
-    history: list[dict] = []
-    steps: list[dict] = []
-    start_epoch = 0
     ckdir = Path(checkpoint_dir) if checkpoint_dir is not None else None
-    resumed_from = 0
+    last, state, meta = 0, None, None
     if ckdir is not None:
         if ckdir.exists() and not ckdir.is_dir():
             raise AddkError(f"{ckdir} exists and is not a directory")
@@ -1241,18 +1379,47 @@ def train_gates(
                 "use another directory"
             )
         if last:
-            state, meta = _read_checkpoint(ckdir, last, ident)
-            with torch.no_grad():
-                param.copy_(state["param"])
-            opt.state[param] = {
-                "step": state["opt_step"].clone(),
-                "exp_avg": state["exp_avg"].clone(),
-                "exp_avg_sq": state["exp_avg_sq"].clone(),
-            }
-            coef_hist = list(state["coefficients"])
-            history = list(meta["history"])
-            steps = list(meta["steps"])
-            start_epoch = resumed_from = last
+            state, meta = _read_checkpoint(ckdir, last, ident)  # refuses another run's files
+    if state is not None and last == cfg.epochs:  # finished: nothing to run
+        return GateFit(
+            mode=cfg.mode,
+            config=cfg,
+            layer=layer,
+            coefficients=state["coefficients"],
+            init=state["init"],
+            param=state["param"],
+            history=tuple(meta["history"]),
+            steps=tuple(meta["steps"]),
+            model_fingerprint=model.info.fingerprint,
+            forward_path=meta["forward_path"],
+            identity={**ident, "forward_check": meta["forward_check"]},
+            timing={"wall_s": round(time.time() - t0, 3), "resumed_from_epoch": last},
+        )
+
+    problem = GateProblem(model, examples, means, cfg, batch_size=batch_size_eval)
+    monitor = _Monitor(model, heldout, heldout_means, problem) if heldout else None
+    shape = (model.n_layers, model.n_heads)
+    param = _init_param(cfg, shape).requires_grad_(True)
+    init_coefs = problem.coefficients(param.detach()).clone()
+    opt = torch.optim.AdamW(
+        [param], lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay
+    )
+    coef_hist: list[Tensor] = []
+    history: list[dict] = []
+    steps: list[dict] = []
+    start_epoch = resumed_from = 0
+    if state is not None:
+        with torch.no_grad():
+            param.copy_(state["param"])
+        opt.state[param] = {
+            "step": state["opt_step"].clone(),
+            "exp_avg": state["exp_avg"].clone(),
+            "exp_avg_sq": state["exp_avg_sq"].clone(),
+        }
+        coef_hist = list(state["coefficients"])
+        history = list(meta["history"])
+        steps = list(meta["steps"])
+        start_epoch = resumed_from = last
 
     n = len(examples)
     steps_per_epoch = math.ceil(n / cfg.batch_size)
@@ -1271,7 +1438,7 @@ def train_gates(
             for s in range(0, n, cfg.batch_size):
                 items = perm[s : s + cfg.batch_size]
                 b = len(items)
-                rec = train_step(problem, param, opt, items)
+                rec = train_step(problem, param, opt, items, lr_at(cfg, len(steps), total))
                 if not math.isfinite(rec["loss"]):
                     raise AddkError(
                         f"non-finite loss at epoch {epoch + 1}, step {len(steps) + 1}; lower lr"
@@ -1314,6 +1481,7 @@ def train_gates(
                     epoch + 1,
                     {
                         "param": param.detach(),
+                        "init": init_coefs,
                         "coefficients": torch.stack(coef_hist),
                         "opt_step": st["step"],
                         "exp_avg": st["exp_avg"],
@@ -1323,6 +1491,8 @@ def train_gates(
                         "key": key,
                         "epoch": epoch + 1,
                         "identity": ident,
+                        "forward_path": problem.path,
+                        "forward_check": problem.check,
                         "history": history,
                         "steps": steps,
                     },

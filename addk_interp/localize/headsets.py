@@ -1,0 +1,690 @@
+"""Head sets: the selected set, the recovery scan, head-set FV evaluations and necessity.
+
+Step of the method: paper_spec §3.4 → §4.1 → §4.5 → §4.6 (localization steps 1–3 and the
+head-set numbers). Notation: S = selected heads, mean_t[h] = mean output of head h on task t
+(``HeadMeans``), h̄[h] = its mean over the *training* tasks, ℓ = injection layer.
+
+- ``select_heads``: the selected set S = a cut rule (``fit.config.select_rule``; the paper's is
+  largest_gap) on |M| averaged over the last k epoch checkpoints of a ``GateFit`` (§3.4). An
+  empty cut is a verdict, not a crash; ``head_sets`` applies the §4.2–§4.4 selectors to a scan.
+- ``recovery_scan`` (§4.1): for each h ∈ S and c ∈ {0..c_max}, on the zero-shot prompts of the
+  training tasks, FV_t(h, c) = c·mean_t[h] + Σ_{h' ∈ S∖{h}} h̄[h'] is added at
+  ``blocks.ℓ.hook_resid_mid`` (query position). Per-example 0/1 outcomes are kept (paired
+  across c), plus the clean n-shot and full-selected (Σ_{h∈S} mean_t[h]) baselines on the same
+  examples and the mean-FV control (Σ_{h∈S} h̄[h]); returns ``selectors.RecoveryScan``.
+  All c of one head run stacked along the batch, and only blocks ℓ..L−1 run (the input of
+  block ℓ is cached once for every prompt: ``gates.InjectionRunner``).
+- ``headset_evals`` (§4.5): on held-out prompts with held-out means and train-only h̄:
+  full_selected Σ_{h∈S} mean_t[h]; raw_coef Σ_{all l,h} M_final[l,h]·mean_t[l,h]; main_meanab
+  Σ_{h∈main} mean_t[h] + Σ_{h∈S∖main} h̄[h]; controls mean_fv Σ_{h∈S} h̄[h] and zero_shot
+  (no vector). Each: accuracy, percentile-bootstrap CI, and the 2×2 pairing with clean n-shot.
+- ``necessity`` (§4.6): clean n-shot prompts; at the query position the ``hook_z`` of every
+  ablated head is replaced by its train-task mean z̄ (``interventions.mean_ablate``). Main set
+  vs ``n_random`` seeded random same-size subsets of S∖main; reports every accuracy, the
+  fraction of random subsets at least as accurate as the main ablation, and the fraction within
+  ``near_clean_tol`` of clean (the paper's "95 % of random triples stay ≥ 0.86").
+
+Cost (n examples, |S| heads, L layers): scan ≈ |S|·(c_max+1)·n upper-layer forwards of the
+zero-shot prompt (Llama add-k corrected protocol: 33·21·2500 ≈ 1.7 M) plus one partial forward
+per prompt for the cache; answer position j is unembedded only for rows whose positions < j
+matched (large vocabularies make the unembedding the main cost). Head-set evals ≈ 5 zero-shot
++ 1 n-shot pass over n; necessity ≈ (2 + n_random) n-shot passes over n, each from the lowest
+ablated layer up. Measured on Gemma-3-270m, one CPU thread: scan ≈ 40 ms per (head, c, example)
+row; head-set evals ≈ 0.4 s and necessity ≈ 0.15 s per example and condition (5-shot).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from jaxtyping import Bool, Float
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from addk_interp.errors import AddkError
+from addk_interp.hooks.capture import HeadMeans
+from addk_interp.hooks.fv import check_means_model
+from addk_interp.hooks.interventions import (
+    check_heads,
+    default_injection_layer,
+    inject,
+    mean_ablate,
+)
+from addk_interp.localize.cuts import Cut
+from addk_interp.localize.gates import GateFit, InjectionRunner, PromptRunner
+from addk_interp.localize.selectors import (
+    RELEASE_WEAK_PARAMS,
+    MainSetResult,
+    RecoveryScan,
+    SignificantSetResult,
+    WeakRuleResult,
+    load_scan_json,
+    main_set,
+    significant_set,
+    weak_rule,
+)
+from addk_interp.scoring import bootstrap_ci, evaluate
+from addk_interp.tasks import Example, manifest_hash
+
+Head = tuple[int, int]
+
+
+# ============================================================================ the selected set
+
+
+@dataclass(frozen=True)
+class SelectedSet:
+    """The selected heads (ordered by |coef| descending) and how they were cut.
+
+    ``verdict``: ``"selected"`` or ``"empty"`` (then ``reason`` says why; downstream steps that
+    need heads refuse with that reason).
+    """
+
+    heads: tuple[Head, ...]
+    cut: dict
+    rule: str
+    k: int
+    n_epochs: int
+    verdict: str
+    reason: str | None = None
+
+    @property
+    def empty(self) -> bool:
+        return not self.heads
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "heads": [list(h) for h in self.heads],
+            "n_selected": len(self.heads),
+            "rule": self.rule,
+            "k": self.k,
+            "n_epochs": self.n_epochs,
+            "verdict": self.verdict,
+            "reason": self.reason,
+            "cut": self.cut,
+        }
+
+
+def select_heads(
+    fit: GateFit, rule: str | None = None, k: int | None = None, **params: float
+) -> SelectedSet:
+    """S = ``rule`` (default ``fit.config.select_rule``) on the mean of the last ``k`` epoch
+    checkpoints (default ``fit.config.select_k``, at most the number of epochs)."""
+    k_used = min(fit.config.select_k if k is None else k, fit.n_epochs)
+    c: Cut = fit.select(rule, k_used, **params)
+    reason = None
+    if c.empty or not c.selected:
+        reason = c.reason or f"the {c.rule} cut keeps no head (all |coef| ≤ {c.threshold:g})"
+    return SelectedSet(
+        heads=tuple((int(a), int(b)) for a, b in c.selected),
+        cut=c.to_dict(),
+        rule=c.rule,
+        k=k_used,
+        n_epochs=fit.n_epochs,
+        verdict="empty" if reason else "selected",
+        reason=reason,
+    )
+
+
+def _heads(model, heads, what: str, *, allow_empty: bool = False) -> list[Head]:
+    if isinstance(heads, SelectedSet):
+        if heads.empty and not allow_empty:
+            raise AddkError(f"the selected set is empty ({heads.reason}); nothing to {what}")
+        heads = heads.heads
+    out = check_heads(model, list(heads))
+    if len(set(out)) != len(out):
+        raise AddkError(f"duplicate heads in {out}")
+    if not out and not allow_empty:
+        raise AddkError(f"no heads given; nothing to {what}")
+    return out
+
+
+def _check_means(model, means: HeadMeans, tasks: Sequence[str], what: str) -> None:
+    check_means_model(model, means)
+    missing = sorted(set(tasks) - set(means.tasks))
+    if missing:
+        raise AddkError(f"no {what} means for tasks {missing}")
+    idx = [means.task_index(t) for t in dict.fromkeys(tasks)]
+    if not (torch.isfinite(means.means[idx]).all() and torch.isfinite(means.z_means[idx]).all()):
+        raise AddkError(f"the {what} means contain NaN or inf")
+
+
+def _per_example(
+    means: HeadMeans, examples: list[Example], head: Head
+) -> Float[Tensor, "example d_model"]:
+    """mean_{t(i)}[head] for every example i."""
+    tasks = list(dict.fromkeys(e.task for e in examples))
+    vals = torch.stack([means.of(t)[head[0], head[1]] for t in tasks])
+    row = {t: i for i, t in enumerate(tasks)}
+    return vals[torch.tensor([row[e.task] for e in examples])].float()
+
+
+def headset_vectors(
+    means: HeadMeans,
+    examples: list[Example],
+    heads: Sequence[Head],
+    *,
+    mean_heads: Sequence[Head] = (),
+    bar: Float[Tensor, "layer head d_model"] | None = None,
+    coefs: Float[Tensor, "layer head"] | None = None,
+) -> Float[Tensor, "example d_model"]:
+    """Per example: Σ_{h∈heads} c_h·mean_t[h] + Σ_{h∈mean_heads} h̄[h] (c = ``coefs`` or 1).
+
+    With ``coefs`` and ``heads`` empty, the sum runs over all heads: Σ_{l,h} c[l,h]·mean_t[l,h].
+    """
+    d = means.means.shape[-1]
+    tasks = list(dict.fromkeys(e.task for e in examples))
+    per_task = []
+    for t in tasks:
+        m = means.of(t).float()
+        if coefs is not None and not heads:
+            v = torch.einsum("lh,lhd->d", coefs.float(), m)
+        else:
+            v = torch.zeros(d)
+            for la, h in heads:
+                c = 1.0 if coefs is None else float(coefs[la, h])
+                v = v + c * m[la, h]
+        per_task.append(v)
+    fv = torch.stack(per_task)
+    if mean_heads:
+        if bar is None:
+            raise AddkError("mean_heads need the cross-task mean h̄ (bar)")
+        fv = fv + sum(bar[la, h].float() for la, h in mean_heads)
+    row = {t: i for i, t in enumerate(tasks)}
+    return fv[torch.tensor([row[e.task] for e in examples])]
+
+
+def _outcome_string(x: Bool[np.ndarray, " n"]) -> str:
+    return "".join("1" if v else "0" for v in np.asarray(x, dtype=bool))
+
+
+# ============================================================================ recovery scan
+
+
+def recovery_scan(
+    model,
+    examples: list[Example],
+    means: HeadMeans,
+    heads: Sequence[Head] | SelectedSet,
+    *,
+    train_tasks: Sequence[str],
+    layer: int | None = None,
+    c_max: int = 20,
+    fmt="arrow",
+    batch_size: int = 64,
+    stack_c: bool = True,
+    path: str = "auto",
+    clean: pd.DataFrame | None = None,
+    logprob: bool = False,
+    verbose: bool = False,
+) -> RecoveryScan:
+    """The recovery (dose-response) scan of §4.1 over ``heads`` (see module docstring).
+
+    ``examples``: n-shot scan prompts of training tasks (kind ``scan``); their zero-shot
+    versions carry the FV, the n-shot versions give the clean baseline (or pass ``clean``, an
+    ``evaluate`` frame of the same examples). ``means``: training-task means; h̄ averages them
+    over ``train_tasks``. ``stack_c=False`` runs one c at a time (same outcomes, slower).
+    ``logprob=True`` also records the mean answer log-probability per (head, c) in
+    ``meta["mean_answer_logprob"]`` (costs the unembedding of every answer position; without
+    it a position is unembedded only for rows still matching).
+    """
+    heads = _heads(model, heads, "scan")
+    if not examples:
+        raise AddkError("no scan examples")
+    if isinstance(c_max, bool) or not isinstance(c_max, int) or c_max < 1:
+        raise AddkError(f"c_max must be an integer ≥ 1, got {c_max!r}")
+    train_tasks = list(train_tasks)
+    if not train_tasks:
+        raise AddkError("the training split is empty; the scan needs training tasks")
+    foreign = sorted({e.task for e in examples} - set(train_tasks))
+    if foreign:
+        raise AddkError(f"the scan is a selection step and uses training tasks only; got {foreign}")
+    _check_means(model, means, train_tasks, "training")
+    layer = default_injection_layer(model.n_layers) if layer is None else layer
+    bar = means.cross_task_mean(train_tasks).float()
+    base = sum(bar[la, h] for la, h in heads)
+    runner = InjectionRunner(
+        model, examples, layer=layer, fmt=fmt, path=path, batch_size=batch_size
+    )
+    if clean is None:
+        clean = evaluate(model, examples, fmt, batch_size=batch_size)
+    elif len(clean) != len(examples):
+        raise AddkError(f"clean has {len(clean)} rows for {len(examples)} examples")
+    clean_ok = clean["correct"].to_numpy().astype(bool)
+    full = runner.score_vectors(headset_vectors(means, examples, heads), logprob=False).correct[0]
+    mean_fv = runner.score_vectors(base.expand(len(examples), -1), logprob=False).correct[0]
+    c_grid = list(range(c_max + 1))
+    cs = torch.tensor(c_grid, dtype=torch.float32)
+    outcomes: dict[Head, np.ndarray] = {}
+    mean_lp: dict[str, list[float]] = {}
+    for head in tqdm(heads, desc="recovery scan", disable=not verbose):
+        own = _per_example(means, examples, head)
+        others = base - bar[head[0], head[1]]
+
+        def make(cvals: Tensor, own=own, others=others):
+            def hooks_fn(g, rows, var):
+                v = cvals[var][:, None] * own[g.indices[rows]] + others
+                return inject(model, v, g.query_pos, layer, "resid_mid")
+
+            return hooks_fn
+
+        if stack_c:
+            sc = runner.score(make(cs), layer, len(c_grid), logprob=logprob)
+            correct, lp = sc.correct, sc.answer_logprob
+        else:
+            parts = [
+                runner.score(make(cs[i : i + 1]), layer, 1, logprob=logprob) for i in range(len(cs))
+            ]
+            correct = np.concatenate([p.correct for p in parts])
+            lp = np.concatenate([p.answer_logprob for p in parts])
+        outcomes[head] = correct
+        if logprob:
+            mean_lp[f"{head[0]}.{head[1]}"] = lp.mean(axis=1).tolist()
+    meta = {
+        "protocol": "corrected: train tasks, zero-shot FV at the query position, h̄ train-only",
+        "model_fingerprint": model.info.fingerprint,
+        "layer": layer,
+        "site": "resid_mid",
+        "format": fmt if isinstance(fmt, str) else fmt.name,
+        "heads": [list(h) for h in heads],
+        "train_tasks": train_tasks,
+        "n_examples": len(examples),
+        "shots": sorted({len(e.demos) for e in examples}),
+        "sample_manifest": manifest_hash(examples),
+        "forward_path": runner.path,
+        "forward_check": runner.check,
+        "stacked_over_c": stack_c,
+        "mean_answer_logprob": mean_lp if logprob else None,
+        "mean_fv_correct": int(mean_fv.sum()),
+        "mean_fv_acc": float(mean_fv.mean()),
+        "clean_outcomes": _outcome_string(clean_ok),
+        "full_selected_outcomes": _outcome_string(full),
+        "mean_fv_outcomes": _outcome_string(mean_fv),
+        "tasks": [e.task for e in examples],
+    }
+    try:
+        return RecoveryScan.from_outcomes(
+            c_grid=c_grid,
+            outcomes=outcomes,
+            clean_correct=int(clean_ok.sum()),
+            full_selected_correct=int(full.sum()),
+            meta=meta,
+        )
+    except ValueError as e:
+        raise AddkError(f"invalid recovery scan: {e}") from None
+
+
+# ============================================================================ selectors
+
+
+@dataclass(frozen=True)
+class HeadSets:
+    """selected ⊇ significant ⊇ main from one recovery scan (§4.2–§4.3) + the weak rule (§4.4)."""
+
+    selected: tuple[Head, ...]
+    significant: SignificantSetResult
+    main: MainSetResult
+    weak: WeakRuleResult
+
+    def to_dict(self) -> dict[str, Any]:
+        main = self.main.to_dict()
+        main["gains"] = {f"{h[0]}.{h[1]}": g for h, g in self.main.gains.items()}
+        return {
+            "selected": [list(h) for h in self.selected],
+            "significant": self.significant.to_dict(),
+            "main": main,
+            "weak_rule": self.weak.to_dict(),
+        }
+
+
+def head_sets(
+    scan: RecoveryScan | str,
+    *,
+    q: float = 0.05,
+    method: str = "bh",
+    beta: float = 0.25,
+    floor: float = 0.0,
+    clean_min: float = 0.25,
+    weak_params: dict[str, float] | None = None,
+) -> HeadSets:
+    """Apply the §4.2–§4.4 selectors to a scan (or a scan JSON path); a malformed scan (NaN,
+    ragged, counts out of range, no per-example outcomes for the paired test) → AddkError."""
+    try:
+        if not isinstance(scan, RecoveryScan):
+            scan = load_scan_json(scan)
+        if scan.outcomes is None:
+            raise AddkError("the scan has no per-example outcomes; §4.2 needs paired outcomes")
+        return HeadSets(
+            selected=tuple(scan.heads),
+            significant=significant_set(scan, q=q, method=method),
+            main=main_set(scan, beta=beta, floor=floor, clean_min=clean_min),
+            weak=weak_rule(scan, **(weak_params or RELEASE_WEAK_PARAMS)),
+        )
+    except AddkError:
+        raise
+    except (ValueError, FileNotFoundError) as e:
+        raise AddkError(f"invalid recovery scan: {e}") from None
+
+
+# ============================================================================ head-set evals
+
+
+@dataclass(frozen=True)
+class ConditionSummary:
+    """One evaluated condition, paired with clean n-shot on the same examples."""
+
+    condition: str
+    n: int
+    accuracy: float
+    ci_low: float
+    ci_high: float
+    clean_accuracy: float
+    both_correct: int
+    only_condition: int
+    only_clean: int
+    neither: int
+    heads: tuple[Head, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {k: getattr(self, k) for k in self.__dataclass_fields__}
+        d["heads"] = [list(h) for h in self.heads]
+        return d
+
+
+def summarize(
+    condition: str,
+    correct: Bool[np.ndarray, " n"],
+    clean: Bool[np.ndarray, " n"],
+    *,
+    heads: Sequence[Head] = (),
+    seed: int = 0,
+    n_boot: int = 2000,
+) -> ConditionSummary:
+    """Accuracy + percentile bootstrap CI + the 2×2 pairing with clean."""
+    c = np.asarray(correct, dtype=bool)
+    k = np.asarray(clean, dtype=bool)
+    lo, hi = bootstrap_ci(c.astype(float), n_boot=n_boot, seed=seed)
+    return ConditionSummary(
+        condition=condition,
+        n=int(c.size),
+        accuracy=float(c.mean()),
+        ci_low=lo,
+        ci_high=hi,
+        clean_accuracy=float(k.mean()),
+        both_correct=int((c & k).sum()),
+        only_condition=int((c & ~k).sum()),
+        only_clean=int((~c & k).sum()),
+        neither=int((~c & ~k).sum()),
+        heads=tuple(heads),
+    )
+
+
+@dataclass(frozen=True)
+class HeadsetEval:
+    """§4.5 results: one ``ConditionSummary`` per condition and the per-example outcomes."""
+
+    summary: tuple[ConditionSummary, ...]
+    per_example: pd.DataFrame
+    meta: dict = field(default_factory=dict)
+
+    def table(self) -> pd.DataFrame:
+        return pd.DataFrame([s.to_dict() for s in self.summary])
+
+    def get(self, condition: str) -> ConditionSummary:
+        for s in self.summary:
+            if s.condition == condition:
+                return s
+        raise AddkError(f"no condition {condition!r} (have {[s.condition for s in self.summary]})")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"summary": [s.to_dict() for s in self.summary], "meta": dict(self.meta)}
+
+
+def headset_evals(
+    model,
+    examples: list[Example],
+    means: HeadMeans,
+    train_means: HeadMeans,
+    *,
+    train_tasks: Sequence[str],
+    selected: Sequence[Head] | SelectedSet,
+    main: Sequence[Head],
+    raw_coef: Float[Tensor, "layer head"] | GateFit | None = None,
+    layer: int | None = None,
+    fmt="arrow",
+    batch_size: int = 64,
+    path: str = "auto",
+    clean: pd.DataFrame | None = None,
+    seed: int = 0,
+) -> HeadsetEval:
+    """Head-set FV accuracies of §4.5 (see module docstring) on ``examples``.
+
+    ``examples``: n-shot prompts (held-out tasks × kind ``final_eval`` in the corrected
+    protocol); ``means``: means of those tasks (held-out means from ``heldout_activation``
+    prompts); ``train_means`` + ``train_tasks``: h̄. ``raw_coef``: the final-epoch matrix (a
+    ``GateFit`` gives ``fit.final``); None skips that condition.
+    """
+    sel = _heads(model, selected, "evaluate", allow_empty=True)
+    main = _heads(model, main, "evaluate", allow_empty=True)
+    outside = sorted(set(main) - set(sel))
+    if outside:
+        raise AddkError(f"main heads {outside} are not in the selected set")
+    if not examples:
+        raise AddkError("no evaluation examples")
+    train_tasks = list(train_tasks)
+    if not train_tasks:
+        raise AddkError("the training split is empty; h̄ needs training tasks")
+    _check_means(model, means, [e.task for e in examples], "evaluation")
+    _check_means(model, train_means, train_tasks, "training")
+    layer = default_injection_layer(model.n_layers) if layer is None else layer
+    bar = train_means.cross_task_mean(train_tasks).float()
+    if isinstance(raw_coef, GateFit):
+        raw_coef = raw_coef.final
+    if raw_coef is not None:
+        raw_coef = torch.as_tensor(raw_coef, dtype=torch.float32)
+        if tuple(raw_coef.shape) != (model.n_layers, model.n_heads):
+            raise AddkError(f"raw_coef must be [{model.n_layers}, {model.n_heads}]")
+        if not torch.isfinite(raw_coef).all():
+            raise AddkError("raw_coef contains NaN or inf")
+    runner = InjectionRunner(
+        model, examples, layer=layer, fmt=fmt, path=path, batch_size=batch_size
+    )
+    if clean is None:
+        clean = evaluate(model, examples, fmt, batch_size=batch_size)
+    clean_ok = clean["correct"].to_numpy().astype(bool)
+    rest = [h for h in sel if h not in set(main)]
+    conds: list[tuple[str, Tensor, tuple[Head, ...]]] = [
+        ("full_selected", headset_vectors(means, examples, sel), tuple(sel)),
+        (
+            "main_meanab",
+            headset_vectors(means, examples, main, mean_heads=rest, bar=bar),
+            tuple(main),
+        ),
+        ("mean_fv", headset_vectors(means, examples, [], mean_heads=sel, bar=bar), tuple(sel)),
+        ("zero_shot", torch.zeros(len(examples), model.info.d_model), ()),
+    ]
+    if raw_coef is not None:
+        conds.insert(1, ("raw_coef", headset_vectors(means, examples, [], coefs=raw_coef), ()))
+    sc = runner.score_vectors(torch.stack([v for _, v, _ in conds]), logprob=False)
+    df = pd.DataFrame(
+        {
+            "task": [e.task for e in examples],
+            "query": [e.query for e in examples],
+            "answer": [e.answer for e in examples],
+            "clean": clean_ok,
+        }
+    )
+    summary = [summarize("clean", clean_ok, clean_ok, seed=seed)]
+    for i, (name, _, hs) in enumerate(conds):
+        df[name] = sc.correct[i]
+        summary.append(summarize(name, sc.correct[i], clean_ok, heads=hs, seed=seed))
+    meta = {
+        "model_fingerprint": model.info.fingerprint,
+        "layer": layer,
+        "selected": [list(h) for h in sel],
+        "main": [list(h) for h in main],
+        "train_tasks": train_tasks,
+        "eval_tasks": list(dict.fromkeys(e.task for e in examples)),
+        "sample_manifest": manifest_hash(examples),
+        "raw_coef": "final checkpoint, all heads" if raw_coef is not None else None,
+        "forward_path": runner.path,
+        "bootstrap": {"n_boot": 2000, "alpha": 0.05, "seed": seed},
+    }
+    return HeadsetEval(tuple(summary), df, meta)
+
+
+# ============================================================================ necessity
+
+
+@dataclass(frozen=True)
+class NecessityResult:
+    """§4.6: clean vs main-ablated vs random same-size ablations of S∖main (n-shot)."""
+
+    n: int
+    clean_acc: float
+    main: tuple[Head, ...]
+    main_acc: float
+    random_subsets: tuple[tuple[Head, ...], ...]
+    random_accs: tuple[float, ...]
+    frac_random_at_least_main: float | None
+    frac_random_near_clean: float | None
+    near_clean_tol: float
+    seed: int
+    verdict: str
+    clean_ci: tuple[float, float] = (float("nan"), float("nan"))
+    main_ci: tuple[float, float] = (float("nan"), float("nan"))
+    meta: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "n": self.n,
+            "clean_acc": self.clean_acc,
+            "clean_ci": list(self.clean_ci),
+            "main": [list(h) for h in self.main],
+            "main_acc": self.main_acc,
+            "main_ci": list(self.main_ci),
+            "random_subsets": [[list(h) for h in s] for s in self.random_subsets],
+            "random_accs": list(self.random_accs),
+            "frac_random_at_least_main": self.frac_random_at_least_main,
+            "frac_random_near_clean": self.frac_random_near_clean,
+            "near_clean_tol": self.near_clean_tol,
+            "seed": self.seed,
+            "verdict": self.verdict,
+            "meta": dict(self.meta),
+        }
+
+
+def random_subsets(heads: Sequence[Head], size: int, n: int, seed: int) -> list[tuple[Head, ...]]:
+    """``n`` seeded draws of ``size`` distinct heads from ``heads`` (draws may repeat)."""
+    pool = sorted(heads)
+    rng = random.Random(seed)
+    return [tuple(sorted(rng.sample(pool, size))) for _ in range(n)]
+
+
+def necessity(
+    model,
+    examples: list[Example],
+    train_means: HeadMeans,
+    *,
+    train_tasks: Sequence[str],
+    main: Sequence[Head],
+    selected: Sequence[Head] | SelectedSet,
+    n_random: int = 20,
+    seed: int = 42,
+    fmt="arrow",
+    batch_size: int = 32,
+    path: str = "auto",
+    near_clean_tol: float = 0.01,
+    clean: pd.DataFrame | None = None,
+) -> NecessityResult:
+    """Mean-ablate the main heads (train-task z̄, query position) in the clean n-shot run vs
+    ``n_random`` random same-size subsets of S∖main (see module docstring).
+
+    ``main=[]`` ablates nothing (equals clean). When S∖main has fewer heads than main, no
+    random subsets are drawn and the verdict says so.
+    """
+    sel = _heads(model, selected, "ablate", allow_empty=True)
+    main = _heads(model, main, "ablate", allow_empty=True)
+    if not examples:
+        raise AddkError("no evaluation examples")
+    if isinstance(n_random, bool) or not isinstance(n_random, int) or n_random < 0:
+        raise AddkError(f"n_random must be an integer ≥ 0, got {n_random!r}")
+    if near_clean_tol < 0:
+        raise AddkError("near_clean_tol must be ≥ 0")
+    train_tasks = list(train_tasks)
+    if not train_tasks:
+        raise AddkError("the training split is empty; z̄ needs training tasks")
+    _check_means(model, train_means, train_tasks, "training")
+    zbar = train_means.cross_task_mean(train_tasks, z=True)
+    others = [h for h in sel if h not in set(main)]
+    subsets: list[tuple[Head, ...]] = []
+    verdict = "ok"
+    if not main:
+        verdict = "empty main set: nothing ablated (equals clean)"
+    elif len(others) < len(main):
+        verdict = (
+            f"not enough other selected heads ({len(others)}) for random subsets of size "
+            f"{len(main)}"
+        )
+    elif n_random:
+        subsets = random_subsets(others, len(main), n_random, seed)
+    starts = {min(la for la, _ in s) for s in [tuple(main), *subsets] if s}
+    runner = PromptRunner(
+        model,
+        examples,
+        layers=sorted(starts) or [0],
+        zero_shot=False,
+        fmt=fmt,
+        path=path,
+        batch_size=batch_size,
+    )
+    if clean is None:
+        clean = evaluate(model, examples, fmt, batch_size=batch_size)
+    clean_ok = clean["correct"].to_numpy().astype(bool)
+
+    def run(heads: Sequence[Head]) -> np.ndarray:
+        if not heads:
+            return runner.score(lambda g, r, v: [], runner.layers[0], logprob=False).correct[0]
+        start = min(la for la, _ in heads)
+        return runner.score(
+            lambda g, r, v: mean_ablate(model, heads, g.query_pos, zbar), start, logprob=False
+        ).correct[0]
+
+    main_ok = run(main)
+    accs = [float(run(s).mean()) for s in subsets]
+    main_acc = float(main_ok.mean())
+    clean_acc = float(clean_ok.mean())
+    return NecessityResult(
+        n=len(examples),
+        clean_acc=clean_acc,
+        main=tuple(main),
+        main_acc=main_acc,
+        random_subsets=tuple(subsets),
+        random_accs=tuple(accs),
+        frac_random_at_least_main=float(np.mean([a >= main_acc for a in accs])) if accs else None,
+        frac_random_near_clean=(
+            float(np.mean([a >= clean_acc - near_clean_tol for a in accs])) if accs else None
+        ),
+        near_clean_tol=near_clean_tol,
+        seed=seed,
+        verdict=verdict,
+        clean_ci=bootstrap_ci(clean_ok.astype(float), seed=seed),
+        main_ci=bootstrap_ci(main_ok.astype(float), seed=seed),
+        meta={
+            "model_fingerprint": model.info.fingerprint,
+            "train_tasks": train_tasks,
+            "eval_tasks": list(dict.fromkeys(e.task for e in examples)),
+            "sample_manifest": manifest_hash(examples),
+            "shots": sorted({len(e.demos) for e in examples}),
+            "ablation": "hook_z at the query position replaced by the train-task mean z̄",
+            "forward_path": runner.path,
+            "main_outcomes": _outcome_string(main_ok),
+            "clean_outcomes": _outcome_string(clean_ok),
+        },
+    )
