@@ -21,6 +21,7 @@ import hashlib
 import json
 import platform
 import resource
+import shutil
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -73,21 +74,25 @@ class RunConfig:
         return asdict(self)
 
 
+_TASKS = ("family", "k", "task_file", "heldout", "format", "shots", "seed")
 STAGE_DEPS = {
-    "clean_eval": ("family", "k", "task_file", "heldout", "format", "shots", "n_eval", "seed"),
-    "capture": ("family", "k", "task_file", "heldout", "format", "shots", "n_capture", "seed"),
-    "fv_eval": (
-        "family",
-        "k",
-        "task_file",
-        "heldout",
-        "format",
-        "shots",
-        "n_eval",
-        "n_capture",
-        "seed",
-        "layer",
-    ),
+    "clean_eval": (*_TASKS, "n_eval"),
+    "capture": (*_TASKS, "n_capture"),
+    "fv_eval": (*_TASKS, "n_eval", "layer"),
+    "localize": (*_TASKS, "layer", "preset"),
+    "scan": (*_TASKS, "layer", "preset"),
+    "headsets": (*_TASKS, "n_eval", "layer", "preset"),
+    "subspaces": (*_TASKS,),
+    "extraction": (*_TASKS, "preset"),
+}
+# a stage's key includes its upstream stages' keys, so a recomputed input recomputes it
+STAGE_UPSTREAM = {
+    "fv_eval": ("capture",),
+    "localize": ("capture",),
+    "scan": ("localize",),
+    "headsets": ("scan",),
+    "subspaces": ("scan",),
+    "extraction": ("scan",),
 }
 
 
@@ -164,6 +169,7 @@ class Run:
         d["model"] = self.model.info.fingerprint
         d["code"] = __version__
         d["family"] = self.family.fingerprint()
+        d["upstream"] = [self._key(u) for u in STAGE_UPSTREAM.get(name, ())]
         return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
     def stage(self, name: str, fn):
@@ -350,13 +356,18 @@ class Run:
             fmt=self.cfg.format,
             **self.budget["gate_overrides"],
         )
+        # checkpoints are per stage key: an interrupted run resumes, a changed config starts over
+        ckpt = sdir / f"checkpoints-{self._key('localize')}"
+        for stale in sdir.glob("checkpoints-*") if sdir.exists() else []:
+            if stale != ckpt:
+                shutil.rmtree(stale)
         fit = fit_gates(
             self.model,
             self.family,
             train_m,
             held_m,
             cfg,
-            checkpoint_dir=sdir / "checkpoints",
+            checkpoint_dir=ckpt,
             verbose=self.verbose,
         )
         sel = select_heads(fit)

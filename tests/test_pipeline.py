@@ -15,23 +15,45 @@ from addk_interp.tasks import arithmetic_family, sample_family
 
 def test_run_quick_caches_and_refuses(tmp_path, capsys):
     out = tmp_path / "run"
-    argv = ["run", "--model", "tiny-llama-gqa", "--out", str(out), "--quick", "--quiet",
-            "--n-eval", "3", "--n-capture", "3"]
+    argv = [
+        "run",
+        "--model",
+        "tiny-llama-gqa",
+        "--out",
+        str(out),
+        "--quick",
+        "--quiet",
+        "--n-eval",
+        "3",
+        "--n-capture",
+        "3",
+    ]
     assert main(argv) == 0
     man = json.loads((out / "manifest.json").read_text())
     names = [s["name"] for s in man["stages"]]
-    assert names == ["clean_eval", "capture", "fv_eval", "report"]
-    assert all(s["status"] == "done" and "wall_s" in s and "peak_rss_mb" in s
-               for s in man["stages"])
+    assert names == [
+        "clean_eval",
+        "capture",
+        "fv_eval",
+        "localize",
+        "scan",
+        "headsets",
+        "subspaces",
+        "extraction",
+        "report",
+    ]
+    assert all(
+        s["status"] == "done" and "wall_s" in s and "peak_rss_mb" in s for s in man["stages"]
+    )
     html = (out / "report.html").read_text()
     assert "plotly" in html and "tiny-llama-gqa" in html
     # re-run: cached; a changed config recomputes the dependent stages only
     assert main(argv) == 0
     man = json.loads((out / "manifest.json").read_text())
-    assert [s["status"] for s in man["stages"][:3]] == ["cached"] * 3
+    assert [s["status"] for s in man["stages"][:8]] == ["cached"] * 8
     assert main(argv + ["--layer", "0"]) == 0
     man = json.loads((out / "manifest.json").read_text())
-    assert [s["status"] for s in man["stages"][:3]] == ["cached", "cached", "done"]
+    assert [s["status"] for s in man["stages"][:8]] == ["cached", "cached"] + ["done"] * 6
     # another model into the same directory is refused, nothing overwritten
     before = (out / "manifest.json").read_text()
     assert main(["run", "--model", "tiny-llama", "--out", str(out), "--quick", "--quiet"]) == 2
@@ -67,12 +89,30 @@ def test_means_roundtrip_and_fingerprint(tmp_path):
 
 
 def test_fv_cli(tmp_path, capsys):
-    rc = main(["fv", "--model", "tiny-llama-gqa", "--heads", "0.1,2.3", "--k", "1-3", "--n", "3",
-               "--n-capture", "3", "--quiet", "--out", str(tmp_path)])
+    rc = main(
+        [
+            "fv",
+            "--model",
+            "tiny-llama-gqa",
+            "--heads",
+            "0.1,2.3",
+            "--k",
+            "1-3",
+            "--n",
+            "3",
+            "--n-capture",
+            "3",
+            "--quiet",
+            "--out",
+            str(tmp_path),
+        ]
+    )
     assert rc == 0 and "FV accuracy" in capsys.readouterr().out
     assert (tmp_path / "fv_examples.csv").exists()
     assert main(["fv", "--model", "tiny-llama-gqa", "--heads", "9.9", "--k", "1-3"]) == 2
     assert "does not exist" in capsys.readouterr().err
-    assert main(["fv", "--model", "tiny-llama-gqa", "--heads", "0.1", "--layer", "7",
-                 "--k", "1-3"]) == 2
+    assert (
+        main(["fv", "--model", "tiny-llama-gqa", "--heads", "0.1", "--layer", "7", "--k", "1-3"])
+        == 2
+    )
     assert "out of range" in capsys.readouterr().err
