@@ -20,7 +20,6 @@ from addk_interp.scoring import (
 from addk_interp.tasks import (
     FORMATS,
     Example,
-    PromptFormat,
     arithmetic_family,
     json_family,
     parse_k_range,
