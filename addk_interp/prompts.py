@@ -129,19 +129,29 @@ def encode_examples(
     return [encode(model, render(e.zero_shot() if zero_shot else e, f)) for e in examples]
 
 
-def make_batches(encoded: list[Encoded], batch_size: int = 32) -> list[PromptBatch]:
-    """Bucket by (prompt length, answer length); chunk each bucket to ``batch_size``."""
+def make_batches(
+    encoded: list[Encoded], batch_size: int = 32, *, prompt_only: bool = False
+) -> list[PromptBatch]:
+    """Bucket by (prompt length, answer length); chunk each bucket to ``batch_size``.
+
+    ``prompt_only=True`` (capture: nothing is scored) buckets by prompt length alone and
+    leaves the answers out of ``tokens`` (``answer_ids`` is then [batch, 0]).
+    """
     if batch_size <= 0:
         raise AddkError("batch_size must be positive")
     buckets: dict[tuple[int, int], list[int]] = defaultdict(list)
     for i, e in enumerate(encoded):
-        buckets[(len(e.prompt_ids), len(e.answer_ids))].append(i)
+        buckets[(len(e.prompt_ids), 0 if prompt_only else len(e.answer_ids))].append(i)
     batches = []
     for (plen, _alen), idx in sorted(buckets.items()):
         for s in range(0, len(idx), batch_size):
             chunk = idx[s : s + batch_size]
-            rows = [list(encoded[i].prompt_ids) + list(encoded[i].answer_ids) for i in chunk]
-            answers = [list(encoded[i].answer_ids) for i in chunk]
+            if prompt_only:
+                rows = [list(encoded[i].prompt_ids) for i in chunk]
+                answers: list[list[int]] = [[] for _ in chunk]
+            else:
+                rows = [list(encoded[i].prompt_ids) + list(encoded[i].answer_ids) for i in chunk]
+                answers = [list(encoded[i].answer_ids) for i in chunk]
             batches.append(
                 PromptBatch(
                     tokens=torch.tensor(rows, dtype=torch.long),

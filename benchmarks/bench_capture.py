@@ -21,7 +21,8 @@ from addk_interp.models import _load_hf_dir, cache_dir, load_model
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--n", type=int, default=8, help="examples per task (4 tasks)")
+    ap.add_argument("--n", type=int, default=32, help="examples per task (4 tasks)")
+    ap.add_argument("--n-orig", type=int, default=24, help="prompts run the original way")
     args = ap.parse_args()
     torch.set_grad_enabled(False)
     model = load_model("default")
@@ -32,13 +33,18 @@ def main():
     t_cap, z = timed(lambda: capture_z(model, toks, q))
     t_fwd, _ = timed(lambda: model.logits_at(toks, [q]))
 
-    # ours over all prompts: raw per-head outputs z·W_O at the query position
+    # ours over all prompts: raw per-head outputs z·W_O at the query position, batches
+    # bucketed by prompt length only (as capture_means does)
+    from addk_interp.prompts import encode_examples, make_batches
+
+    cap_batches = make_batches(encode_examples(model, ex), 16, prompt_only=True)
     t = time.perf_counter()
-    ours = []
-    for bb in batches:
+    ours = {}
+    for bb in cap_batches:
         zz = capture_z(model, bb.prompt_tokens, bb.query_pos)[:, 0]
-        ours.append(torch.einsum("blhd,lhdm->blhm", zz, model.W_O))
-    ours_mean = torch.cat(ours).mean(0)
+        out = torch.einsum("blhd,lhdm->blhm", zz, model.W_O)
+        for j, i in enumerate(bb.indices):
+            ours[i] = out[j]
     t_ours = time.perf_counter() - t
 
     # original approach: HookedTransformer + use_attn_result, one prompt at a time
@@ -51,27 +57,36 @@ def main():
     ht.cfg.use_attn_result = True
     ht.setup()
     names = [f"blocks.{i}.attn.hook_result" for i in range(ht.cfg.n_layers)]
+    subset = sorted(ours)[: args.n_orig]
+    enc = encode_examples(model, ex)
     t = time.perf_counter()
     rows = []
-    for bb in batches:
-        for r in range(len(bb)):
-            one = bb.prompt_tokens[r : r + 1]
-            _, cache = ht.run_with_cache(one, names_filter=lambda n: n in names)
-            rows.append(torch.stack([cache[n][0, -1] for n in names]))
+    for i in subset:
+        one = torch.tensor([list(enc[i].prompt_ids)])
+        _, cache = ht.run_with_cache(one, names_filter=lambda n: n in names)
+        rows.append(torch.stack([cache[n][0, -1] for n in names]))
     orig_mean = torch.stack(rows).mean(0)
     t_orig = time.perf_counter() - t
+    ours_mean = torch.stack([ours[i] for i in subset]).mean(0)
 
     n = len(ex)
-    print(f"model {model.info.name}; batch {len(b)}×{toks.shape[1]}; {n} prompts for the means")
+    rate_ours, rate_orig = n / t_ours, len(subset) / t_orig
+    print(f"model {model.info.name}; batch {len(b)}×{toks.shape[1]}")
     print("| measurement | value |")
     print("|---|---|")
     print(f"| capture (hook_z·W_O, last position) | {t_cap * 1000:.0f} ms |")
     print(f"| forward with last-position logits | {t_fwd * 1000:.0f} ms |")
     print(f"| capture / forward | {t_cap / t_fwd:.2f} |")
-    print(f"| means, ours (batched) | {t_ours:.2f} s |")
-    print(f"| means, original approach (1 prompt, use_attn_result) | {t_orig:.2f} s |")
-    print(f"| speed-up | {t_orig / t_ours:.1f}× |")
-    print(f"| max abs diff of means | {(ours_mean - orig_mean).abs().max().item():.2e} |")
+    print(f"| ours (batched, {n} prompts) | {rate_ours:.2f} prompts/s |")
+    print(
+        f"| original approach (1 prompt, use_attn_result, {len(subset)} prompts) | "
+        f"{rate_orig:.2f} prompts/s |"
+    )
+    print(f"| speed-up (throughput) | {rate_ours / rate_orig:.1f}× |")
+    print(
+        f"| max abs diff of the means over the same {len(subset)} prompts | "
+        f"{(ours_mean - orig_mean).abs().max().item():.2e} |"
+    )
     print(
         f"| retained per batch (capture) | {z.numel() * 4 / 1e6:.2f} MB (batch×layer×head×d_head) |"
     )

@@ -153,7 +153,7 @@ def capture_means(
     counts = torch.zeros(len(tasks), dtype=torch.long)
     enc = encode_examples(model, examples, fmt)
     with torch.no_grad():
-        for batch in tqdm(make_batches(enc, batch_size), desc=desc, disable=not verbose):
+        for batch in tqdm(make_batches(enc, batch_size, prompt_only=True), desc=desc, disable=not verbose):
             z = capture_z(model, batch.prompt_tokens, batch.query_pos)[:, 0]
             outs = torch.stack(
                 [z_to_outputs(model, layer, z[:, layer]) for layer in range(info.n_layers)], dim=1
