@@ -40,7 +40,13 @@ PRESETS = {
 # localization / analysis budgets per preset (gate preset, scan size, c grid, prompts)
 STAGE_PRESETS = {
     "default": dict(
-        gates="default", gate_overrides={}, n_scan=8, c_max=8, n_random=20, n_extract=8
+        gates="default",
+        gate_overrides={},
+        n_scan=8,
+        c_max=8,
+        n_random=20,
+        n_extract=8,
+        max_scan_heads=12,
     ),
     "quick": dict(
         gates="default",
@@ -49,6 +55,7 @@ STAGE_PRESETS = {
         c_max=4,
         n_random=5,
         n_extract=3,
+        max_scan_heads=4,
     ),
 }
 
@@ -384,7 +391,9 @@ class Run:
         from addk_interp.localize.headsets import head_sets, recovery_scan
         from addk_interp.localize.selectors import save_scan_json
 
-        heads = self.selected_heads()
+        selected = self.selected_heads()
+        # cost control: scan the top heads of the selected set by |coef| (all when it is small)
+        heads = selected[: self.budget["max_scan_heads"]]
         files = []
         if not heads:
             return [
@@ -408,7 +417,10 @@ class Run:
         )
         files.append(save_scan_json(scan, sdir / "scan.json"))
         hs = head_sets(scan)
-        files.append(write_json(sdir / "headsets.json", hs.to_dict()))
+        d = hs.to_dict()
+        d["scanned"] = [list(h) for h in heads]
+        d["not_scanned"] = [list(h) for h in selected[len(heads) :]]
+        files.append(write_json(sdir / "headsets.json", d))
         return files
 
     def headset_result(self) -> dict:
