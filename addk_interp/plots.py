@@ -8,7 +8,6 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
-import torch
 from jaxtyping import Float
 from torch import Tensor
 
@@ -76,10 +75,6 @@ def fv_bars(summary: pd.DataFrame, title: str = "Function-vector accuracy") -> g
         title=title, yaxis_title="accuracy (zero-shot + FV)", barmode="group", yaxis_range=[0, 1.02]
     )
     return fig
-
-
-def head_norm_tensor(means) -> torch.Tensor:
-    return means.means.float().norm(dim=-1).mean(0)
 
 
 def coef_heatmap(coef, title: str = "Gate coefficients (final epoch)") -> go.Figure:

@@ -37,31 +37,37 @@ def z_hook_name(layer: int) -> str:
     return f"blocks.{layer}.attn.hook_z"
 
 
+def _raw_and_scale(
+    model, layer: int, z: Float[Tensor, "batch head d_head"]
+) -> tuple[Float[Tensor, "batch head d_model"], Float[Tensor, "batch d_model"] | None]:
+    """Raw per-head outputs z·W_O and, on post-norm models, the run's scale g / rms(total)."""
+    o = torch.einsum("bhd,hdm->bhm", z, model.W_O[layer].to(z.dtype))
+    norm = model.post_attn_norm(layer)
+    if norm is None:
+        return o, None
+    g, eps = norm
+    total = o.sum(1) + model.b_O[layer].to(o.dtype)
+    rms = torch.sqrt(total.float().pow(2).mean(-1, keepdim=True) + eps)
+    return o, g.float() / rms
+
+
 def z_to_outputs(
     model, layer: int, z: Float[Tensor, "batch head d_head"]
 ) -> Float[Tensor, "batch head d_model"]:
     """Per-head additive residual contributions of one layer from its ``hook_z`` rows."""
-    o = torch.einsum("bhd,hdm->bhm", z, model.W_O[layer].to(z.dtype))
-    norm = model.post_attn_norm(layer)
-    if norm is None:
+    o, scale = _raw_and_scale(model, layer, z)
+    if scale is None:
         return o
-    g, eps = norm
-    total = o.sum(1) + model.b_O[layer].to(o.dtype)
-    rms = torch.sqrt(total.float().pow(2).mean(-1, keepdim=True) + eps)
-    return (o.float() * g.float() / rms[:, None, :]).to(o.dtype)
+    return (o.float() * scale[:, None, :]).to(o.dtype)
 
 
 def bias_contribution(model, layer: int, z: Float[Tensor, "batch head d_head"]):
     """The bias part of the residual increment (zero for bias-free models)."""
     b = model.b_O[layer].to(z.dtype)
-    norm = model.post_attn_norm(layer)
-    if norm is None:
+    _, scale = _raw_and_scale(model, layer, z)
+    if scale is None:
         return b.expand(z.shape[0], -1)
-    g, eps = norm
-    o = torch.einsum("bhd,hdm->bhm", z, model.W_O[layer].to(z.dtype))
-    total = o.sum(1) + b
-    rms = torch.sqrt(total.float().pow(2).mean(-1, keepdim=True) + eps)
-    return (b.float() * g.float() / rms).to(z.dtype)
+    return (b.float() * scale).to(z.dtype)
 
 
 def capture_z(
@@ -153,7 +159,9 @@ def capture_means(
     counts = torch.zeros(len(tasks), dtype=torch.long)
     enc = encode_examples(model, examples, fmt)
     with torch.no_grad():
-        for batch in tqdm(make_batches(enc, batch_size, prompt_only=True), desc=desc, disable=not verbose):
+        for batch in tqdm(
+            make_batches(enc, batch_size, prompt_only=True), desc=desc, disable=not verbose
+        ):
             z = capture_z(model, batch.prompt_tokens, batch.query_pos)[:, 0]
             outs = torch.stack(
                 [z_to_outputs(model, layer, z[:, layer]) for layer in range(info.n_layers)], dim=1

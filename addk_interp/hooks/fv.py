@@ -18,7 +18,7 @@ from torch import Tensor
 
 from addk_interp.errors import AddkError
 from addk_interp.hooks.capture import HeadMeans
-from addk_interp.hooks.interventions import Head, check_heads, inject
+from addk_interp.hooks.interventions import Head, inject
 from addk_interp.scoring import evaluate
 from addk_interp.tasks import Example
 
@@ -112,7 +112,3 @@ def head_set_vectors(
         v = function_vector(means.cross_task_mean(mean_of), heads, coefs)
         return {t: v for t in tasks}
     return {t: function_vector(means.of(t), heads, coefs) for t in tasks}
-
-
-def validate_heads(model, heads):
-    return check_heads(model, heads)
