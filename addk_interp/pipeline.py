@@ -8,7 +8,17 @@ Stages (each a function of the previous stages' saved results):
   3. ``fv_eval``     — function vectors on zero-shot prompts, paired with clean n-shot:
                        "all heads at unit coefficient" (FV_t = Σ_all mean_t) and the control
                        "mean of all training tasks" (Σ_all h̄); held-out tasks use held-out means
-  4. ``report``      — ``report.html`` (plotly, self-contained) + ``manifest.json`` (written last)
+  4. ``localize``    — gate learning over all heads on training tasks + cut → selected heads
+  5. ``scan``        — recovery (dose-response) scan of the top selected heads → significant and
+                       main heads (``localize.selectors``)
+  6. ``headsets``    — head-set FV evaluations on held-out tasks + necessity (ablate main heads)
+  7. ``subspaces``   — per analysis head: PCA, six-target periodic fit, periodogram, angles
+  8. ``projections`` — causal projection tests onto / out of the fitted subspaces (§5.4)
+  9. ``extraction``  — aggregation/extraction identity, token-group shares, label peaking
+ 10. ``circuits``    — OV maps of numbers / labels into the fitted subspace, QK role profiles
+ 11. ``demos``       — per-demonstration offset read-out and self-correction (add-k only)
+ 12. ``aie``         — AIE baseline (Todd et al.): rank heads by indirect effect, top-k FV
+ 13. ``report``      — ``report.html`` (plotly, self-contained) + ``manifest.json`` (written last)
 
 A stage is reused when ``stages/<name>/done.json`` carries the same key (hash of the config
 fields it depends on, the model fingerprint and the code version); otherwise it is recomputed.
@@ -17,6 +27,7 @@ Cost (default model, default preset): a few minutes on 2 CPU cores, dominated by
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import platform
@@ -47,6 +58,9 @@ STAGE_PRESETS = {
         n_random=20,
         n_extract=8,
         max_scan_heads=12,
+        n_aie=10,
+        n_demo=16,
+        max_demo_heads=2,
     ),
     "quick": dict(
         gates="default",
@@ -56,6 +70,9 @@ STAGE_PRESETS = {
         n_random=5,
         n_extract=3,
         max_scan_heads=4,
+        n_aie=2,
+        n_demo=6,
+        max_demo_heads=1,
     ),
 }
 
@@ -91,6 +108,9 @@ STAGE_DEPS = {
     "headsets": (*_TASKS, "n_eval", "layer", "preset"),
     "subspaces": (*_TASKS,),
     "extraction": (*_TASKS, "preset"),
+    "aie": (*_TASKS, "n_eval", "layer", "preset"),
+    "circuits": (*_TASKS, "preset"),
+    "demos": (*_TASKS, "preset"),
 }
 # a stage's key includes its upstream stages' keys, so a recomputed input recomputes it
 STAGE_UPSTREAM = {
@@ -100,7 +120,21 @@ STAGE_UPSTREAM = {
     "headsets": ("scan",),
     "subspaces": ("scan",),
     "extraction": ("scan",),
+    "aie": ("localize",),
+    "circuits": ("scan",),
+    "demos": ("scan",),
 }
+
+
+@functools.cache
+def code_version() -> str:
+    """``__version__`` + a hash of the package's source: editing the code invalidates caches."""
+    h = hashlib.sha256()
+    root = Path(__file__).parent
+    for p in sorted(root.rglob("*.py")):
+        h.update(str(p.relative_to(root)).encode())
+        h.update(p.read_bytes())
+    return f"{__version__}+{h.hexdigest()[:12]}"
 
 
 class Run:
@@ -174,7 +208,7 @@ class Run:
     def _key(self, name: str) -> str:
         d = {f: getattr(self.cfg, f) for f in STAGE_DEPS.get(name, ())}
         d["model"] = self.model.info.fingerprint
-        d["code"] = __version__
+        d["code"] = code_version()
         d["family"] = self.family.fingerprint()
         d["upstream"] = [self._key(u) for u in STAGE_UPSTREAM.get(name, ())]
         return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -493,14 +527,21 @@ class Run:
         if heads and res["numeric_k"]:
             subs = summarize_heads(means, ks, heads)
             res["per_head"] = [s.to_dict() for s in subs]
-            res["angles"] = angle_matrix(subs)
+            # angles: the analysis heads and the top selected heads (up to 6 in all)
+            extra = [h for h in self.selected_heads() if h not in heads][: max(0, 6 - len(heads))]
+            res["angle_heads"] = [list(h) for h in heads + extra]
+            res["angles"] = angle_matrix(
+                subs + (summarize_heads(means, ks, extra) if extra else [])
+            )
         return [write_json(sdir / "subspaces.json", res)]
 
     def extraction(self, sdir: Path):
+        from addk_interp import analysis_stages
         from addk_interp.analyses.extraction import (
             directions_from_means,
             group_shares,
             iter_extractions,
+            label_peaking,
         )
 
         heads = self.analysis_heads()
@@ -515,9 +556,12 @@ class Run:
                 for h, r in results.items():
                     collected[h][0].append(r)
                     collected[h][1].append(directions_from_means(train_m, h, r))
+            fits = analysis_stages.head_fits(self, heads)
             for h, (rs, ds) in collected.items():
                 gs = group_shares(rs, ds)
                 d = gs.to_dict()
+                basis = fits[h].basis("full", "onto") if h in fits else None
+                d["peaking"] = label_peaking(rs, ds, basis, seed=self.cfg.seed).to_dict()
                 d["identity_max_rel_error"] = max(float(r.identity_rel_error) for r in rs)
                 d["identity_min_cos"] = min(float(r.identity_min_cos) for r in rs)
                 res["per_head"][f"{h[0]}.{h[1]}"] = d
@@ -525,6 +569,7 @@ class Run:
 
     # ------------------------------------------------------------------ main
     def execute(self) -> Path:
+        from addk_interp import analysis_stages
         from addk_interp.report import write_report
 
         t0 = time.time()
@@ -539,6 +584,9 @@ class Run:
         self.stage("headsets", self.headsets)
         self.stage("subspaces", self.subspaces)
         self.stage("extraction", self.extraction)
+        self.stage("circuits", lambda d: analysis_stages.circuits(self, d))
+        self.stage("demos", lambda d: analysis_stages.demos(self, d))
+        self.stage("aie", lambda d: analysis_stages.aie(self, d))
         t1 = time.time()
         report = write_report(self)
         self.stages.append(
@@ -570,7 +618,7 @@ class Run:
                     "heldout": list(self.family.heldout),
                 },
                 "versions": {
-                    "addk_interp": __version__,
+                    "addk_interp": code_version(),
                     "torch": torch.__version__,
                     "transformers": transformers.__version__,
                     "transformer_lens": getattr(transformer_lens, "__version__", "3.x"),

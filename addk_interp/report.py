@@ -11,8 +11,6 @@ from pathlib import Path
 import pandas as pd
 import plotly.io as pio
 
-from addk_interp import plots
-
 
 def _table(df: pd.DataFrame) -> str:
     return df.to_html(
@@ -20,40 +18,27 @@ def _table(df: pd.DataFrame) -> str:
     )
 
 
-def write_report(run) -> Path:
-    out = run.out
-    acc = pd.read_csv(out / "stages" / "clean_eval" / "accuracy.csv")
-    fv = pd.read_csv(out / "stages" / "fv_eval" / "fv_summary.csv")
-    train_m, _ = run.load_means()
-    figs = [
-        ("Clean accuracy vs k", plots.accuracy_vs_k(acc)),
-        ("Per-head mean-output norm (training tasks)", plots.head_norm_heatmap(train_m.means)),
-        ("Function-vector accuracy", plots.fv_bars(fv)),
-    ]
-    st = out / "stages"
+def _tables_and_notes(run) -> tuple[list[tuple[str, pd.DataFrame]], list[str]]:
+    from addk_interp.store import read_json
+
+    st = run.out / "stages"
     tables: list[tuple[str, pd.DataFrame]] = []
     notes: list[str] = []
-    if (st / "localize" / "done.json").exists():
-        from addk_interp.localize.gates import GateFit
-        from addk_interp.store import read_json
 
-        fit = GateFit.load(st / "localize" / "gates.safetensors", run.model)
-        sel = read_json(st / "localize" / "selected.json")
-        figs.append(("Gate coefficients [layer × head]", plots.coef_heatmap(fit.final.numpy())))
-        figs.append(("Sorted |coef| with the selection cut", plots.sorted_coef(sel["cut"])))
-        figs.append(("Gate training curves", plots.training_curves(list(fit.history))))
+    def js(stage, name):
+        p = st / stage / name
+        return read_json(p) if p.exists() else None
+
+    sel = js("localize", "selected.json")
+    if sel is not None:
         notes.append(
             f"Selected heads ({sel['rule']} on the mean of the last {sel['k']} "
             f"checkpoints): {', '.join(f'L{a}H{b}' for a, b in sel['heads']) or 'none'}"
             + (f" — {sel['reason']}" if sel.get("reason") else "")
         )
-    if (st / "scan" / "scan.json").exists():
-        from addk_interp.store import read_json
-
-        scan = read_json(st / "scan" / "scan.json")
-        hs = read_json(st / "scan" / "headsets.json")
+    hs = js("scan", "headsets.json")
+    if hs is not None:
         main = hs["main"].get("main", [])
-        figs.append(("Dose-response (recovery) curves", plots.dose_response(scan, main)))
         sig = [
             h
             for h, t in (hs.get("significant", {}).get("tests", {}) or {}).items()
@@ -65,65 +50,104 @@ def write_report(run) -> Path:
             f"{hs['main'].get('verdict')}; significant: {len(sig)}."
         )
     if (st / "headsets" / "headset_summary.csv").exists():
-        from addk_interp.store import read_json
-
-        hsum = pd.read_csv(st / "headsets" / "headset_summary.csv")
-        figs.append(("Head-set FV accuracy", plots.headset_bars(hsum)))
-        tables.append(("Head-set FV accuracy (numbers)", hsum))
-        nec = read_json(st / "headsets" / "necessity.json")
-        figs.append(("Necessity of the main heads", plots.necessity_plot(nec)))
-    if (st / "subspaces" / "subspaces.json").exists():
-        from addk_interp.store import read_json
-
-        sub = read_json(st / "subspaces" / "subspaces.json")
-        per = sub.get("per_head", [])
-        if per:
-            figs.append(("PCA cumulative variance per head", plots.cumvar_plot(per)))
-            figs.append(("Periodogram (which periods each head uses)", plots.periodogram_plot(per)))
-            for d in per:
-                figs.append(
-                    (
-                        f"PC coordinates vs k, L{d['head'][0]}H{d['head'][1]}",
-                        plots.pc_coords_plot(d),
-                    )
-                )
-            tables.append(
-                (
-                    "Subspace fit per head",
-                    pd.DataFrame(
-                        [
-                            {
-                                "head": f"L{d['head'][0]}H{d['head'][1]}",
-                                "PCs for 95%": d["pcs_to_95"],
-                                **{f"R² {k}": v for k, v in (d["r2"] or {}).items()},
-                                "peak periods": ", ".join(f"{p:g}" for p in d["peak_periods"][:5]),
-                            }
-                            for d in per
-                        ]
-                    ),
-                )
+        tables.append(
+            ("Head-set FV accuracy", pd.read_csv(st / "headsets" / "headset_summary.csv"))
+        )
+    sub = js("subspaces", "subspaces.json") or {}
+    if sub.get("per_head"):
+        tables.append(
+            (
+                "Subspace fit per head",
+                pd.DataFrame(
+                    [
+                        {
+                            "head": f"L{d['head'][0]}H{d['head'][1]}",
+                            "PCs for 95%": d["pcs_to_95"],
+                            **{f"R² {k}": v for k, v in (d["r2"] or {}).items()},
+                            "peak periods": ", ".join(f"{p:g}" for p in d["peak_periods"][:5]),
+                        }
+                        for d in sub["per_head"]
+                    ]
+                ),
             )
-    if (st / "extraction" / "extraction.json").exists():
-        from addk_interp.store import read_json
-
-        ext = read_json(st / "extraction" / "extraction.json")
-        if ext.get("per_head"):
-            figs.append(("Token-group shares of the task signal", plots.share_bars(ext)))
-            tables.append(
-                (
-                    "Label share per head",
-                    pd.DataFrame(
-                        [
-                            {
-                                "head": f"L{h.replace('.', 'H')}",
-                                **{k: v for k, v in (d.get("label_share") or {}).items()},
-                                "identity max rel. error": d.get("identity_max_rel_error"),
-                            }
-                            for h, d in ext["per_head"].items()
-                        ]
-                    ),
-                )
+        )
+    if (st / "projections" / "projections.csv").exists():
+        tables.append(("Projection tests", pd.read_csv(st / "projections" / "projections.csv")))
+    ext = js("extraction", "extraction.json") or {}
+    if ext.get("per_head"):
+        tables.append(
+            (
+                "Label share per head",
+                pd.DataFrame(
+                    [
+                        {
+                            "head": f"L{h.replace('.', 'H')}",
+                            **{k: v for k, v in (d.get("label_share") or {}).items()},
+                            "identity max rel. error": d.get("identity_max_rel_error"),
+                        }
+                        for h, d in ext["per_head"].items()
+                    ]
+                ),
             )
+        )
+    dem = js("demos", "demos.json") or {}
+    if dem.get("reason"):
+        notes.append(f"Demos stage: {dem['reason']}")
+    rows = []
+    for h, d in (dem.get("per_head") or {}).items():
+        r, sc = d.get("offset_readout") or {}, d.get("self_correction") or {}
+        rows.append(
+            {
+                "head": f"L{h.replace('.', 'H')}",
+                "offset read-out accuracy": r.get("accuracy"),
+                "chance": r.get("chance"),
+                "corr(decoded, own offset)": r.get("corr_own_offset"),
+                "self-correction verdict": sc.get("verdict"),
+                "accuracy clean": (sc.get("accuracy") or {}).get("clean"),
+                "accuracy shuffled control": (sc.get("accuracy") or {}).get("shuffled"),
+            }
+        )
+    if rows:
+        tables.append(("Offset read-out and self-correction", pd.DataFrame(rows)))
+    aie = js("aie", "aie_summary.json")
+    if aie is not None:
+        tables.append(
+            (
+                "AIE baseline: top-k FV",
+                pd.DataFrame(
+                    [
+                        {
+                            "k": k,
+                            "accuracy": v["accuracy"],
+                            "ci_low": v["ci_low"],
+                            "ci_high": v["ci_high"],
+                            "clean": v["clean_accuracy"],
+                            "overlap with selected": aie["overlap_with_selected"].get(k),
+                        }
+                        for k, v in aie["topk"].items()
+                    ]
+                ),
+            )
+        )
+    return tables, notes
+
+
+def write_report(run) -> Path:
+    from addk_interp.figures import FIGURES, build
+
+    out = run.out
+    acc = pd.read_csv(out / "stages" / "clean_eval" / "accuracy.csv")
+    fv = pd.read_csv(out / "stages" / "fv_eval" / "fv_summary.csv")
+    figs, missing = [], []
+    for spec in FIGURES:
+        fig = build(run, spec.slug)
+        if fig is None:
+            missing.append(spec.title)
+        else:
+            figs.append((spec.title, fig))
+    tables, notes = _tables_and_notes(run)
+    if missing:
+        notes.append("Not drawn (their stage produced no data for them): " + "; ".join(missing))
     info = run.model.info
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'>",

@@ -1,10 +1,10 @@
-"""Figure 1: clean accuracy vs k at 0 and 5 shots, with bootstrap 95% CIs."""
+"""Clean accuracy vs k (report figure ``fig01_accuracy_vs_k``, stage ``clean_eval``).
 
-import pandas as pd
-from _common import run_dir, save
+Usage: python examples/fig01_accuracy_vs_k.py [--model organism] [--quick] [--out DIR]
+"""
 
-from addk_interp.plots import accuracy_vs_k
+import sys
 
-run = run_dir(__doc__)
-table = pd.read_csv(run.out / "stages" / "clean_eval" / "accuracy.csv")
-save(accuracy_vs_k(table), run, "fig01_accuracy_vs_k")
+from _common import main
+
+sys.exit(main("fig01_accuracy_vs_k", __doc__))

@@ -1,9 +1,10 @@
-"""Figure 2: heatmap of per-head mean-output norms [layer × head] on training tasks."""
+"""Per-head mean-output norm (training tasks) (report figure ``fig02_head_norms``, stage ``capture``).
 
-from _common import run_dir, save
+Usage: python examples/fig02_head_norms.py [--model organism] [--quick] [--out DIR]
+"""
 
-from addk_interp.plots import head_norm_heatmap
+import sys
 
-run = run_dir(__doc__)
-train, _ = run.load_means()
-save(head_norm_heatmap(train.means), run, "fig02_head_norms")
+from _common import main
+
+sys.exit(main("fig02_head_norms", __doc__))

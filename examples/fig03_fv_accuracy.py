@@ -1,11 +1,10 @@
-"""Figure 3: function-vector accuracy (all heads at unit coefficient, mean-of-tasks control,
-zero-shot without FV) beside clean n-shot accuracy, held-out and training tasks."""
+"""Function-vector accuracy (report figure ``fig03_fv_accuracy``, stage ``fv_eval``).
 
-import pandas as pd
-from _common import run_dir, save
+Usage: python examples/fig03_fv_accuracy.py [--model organism] [--quick] [--out DIR]
+"""
 
-from addk_interp.plots import fv_bars
+import sys
 
-run = run_dir(__doc__)
-summary = pd.read_csv(run.out / "stages" / "fv_eval" / "fv_summary.csv")
-save(fv_bars(summary), run, "fig03_fv_accuracy")
+from _common import main
+
+sys.exit(main("fig03_fv_accuracy", __doc__))

@@ -40,6 +40,9 @@ def test_run_quick_caches_and_refuses(tmp_path, capsys):
         "headsets",
         "subspaces",
         "extraction",
+        "circuits",
+        "demos",
+        "aie",
         "report",
     ]
     assert all(
@@ -50,10 +53,11 @@ def test_run_quick_caches_and_refuses(tmp_path, capsys):
     # re-run: cached; a changed config recomputes the dependent stages only
     assert main(argv) == 0
     man = json.loads((out / "manifest.json").read_text())
-    assert [s["status"] for s in man["stages"][:8]] == ["cached"] * 8
+    n = len(names) - 1
+    assert [s["status"] for s in man["stages"][:n]] == ["cached"] * n
     assert main(argv + ["--layer", "0"]) == 0
     man = json.loads((out / "manifest.json").read_text())
-    assert [s["status"] for s in man["stages"][:8]] == ["cached", "cached"] + ["done"] * 6
+    assert [s["status"] for s in man["stages"][:n]] == ["cached", "cached"] + ["done"] * (n - 2)
     # another model into the same directory is refused, nothing overwritten
     before = (out / "manifest.json").read_text()
     assert main(["run", "--model", "tiny-llama", "--out", str(out), "--quick", "--quiet"]) == 2

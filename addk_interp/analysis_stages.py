@@ -1,0 +1,236 @@
+"""The pipeline's analysis stages after localization: AIE baseline, OV/QK circuits, demos.
+
+Each function is one cached stage of :class:`addk_interp.pipeline.Run` (``fn(run, sdir) ->
+files``); the science lives in the modules they call:
+
+  aie       ``localize.aie``: CIE/AIE on label-permuted n-shot prompts of training tasks
+            (``n_aie`` prompts spread round-robin over the training tasks), top-k FV on held-out
+            zero-shot prompts for k = |selected| and k ≈ 2 % of all heads (spec §4.7)
+  circuits  ``analyses.circuits``: per analysis head, the OV map of number-token embeddings and
+            of demonstration-label residuals into the head's fitted 6-D subspace, split into
+            unit / magnitude parts, and the QK role profile from the query row (spec §5)
+  demos     ``analyses.demos``: offset read-out on mixed-offset prompts and the self-correction
+            experiment (wrong label at every demo position + shuffled control) per analysis head
+            (spec §6.4–6.5); add-k families only (offsets need numeric labels), else a reason
+
+Cost (Gemma-3-270m, 2 CPU cores): aie ≈ 3–6 s per corrupted prompt (all heads), circuits one
+forward up to the head's layer per batch, demos ≈ (shots + 3) forwards per prompt.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from addk_interp.store import write_json
+
+Head = tuple[int, int]
+
+
+def _hkey(h: Head) -> str:
+    return f"{h[0]}.{h[1]}"
+
+
+def head_fits(run, heads: list[Head]) -> dict[Head, object]:
+    """The fitted six-target subspace of each head (train + held-out task means, by k);
+    heads whose fit is not identifiable are left out (their error is in subspaces.json)."""
+    from addk_interp.analyses.periodic import fit_subspace_from_means
+    from addk_interp.analyses.summary import merged_means
+
+    train_m, held_m = run.load_means()
+    means, tasks = merged_means(train_m, held_m)
+    ks = [run.family.tasks[t].k for t in tasks]
+    out = {}
+    if any(k is None for k in ks):
+        return out
+    for h in heads:
+        try:
+            out[h] = fit_subspace_from_means(means[:, h[0], h[1]].double().numpy(), ks, head=h)
+        except ValueError:
+            continue
+    return out
+
+
+# ----------------------------------------------------------------------------- AIE (§4.7)
+def aie(run, sdir: Path):
+    from addk_interp.localize.aie import aie_scan, aie_topk_eval
+    from addk_interp.tasks import sample_family
+
+    b = run.budget
+    train = list(run.family.train)
+    n = min(b["n_aie"], 25 * len(train))
+    per_task = {t: 0 for t in train}
+    for i in range(n):
+        per_task[train[i % len(train)]] += 1
+    examples = []
+    for t, m in per_task.items():
+        if m:
+            examples += sample_family(
+                run.family, [t], m, run.cfg.shots, seed=run.cfg.seed, kind="aie_corrupted"
+            )
+    train_m, held_m = run.load_means()
+    res = aie_scan(
+        run.model,
+        examples,
+        train_m,
+        train_tasks=train,
+        seed=run.cfg.seed,
+        fmt=run.cfg.format,
+        batch_size=run.cfg.batch_size,
+        verbose=run.verbose,
+    )
+    files = [res.save(sdir / "aie.safetensors")]
+    n_all = run.model.n_layers * run.model.n_heads
+    ks = sorted({max(1, len(run.selected_heads())), max(1, round(0.02 * n_all))})
+    eval_tasks = run.family.heldout if held_m is not None else run.family.train
+    means = held_m if held_m is not None else train_m
+    summary: dict = {
+        "n_corrupted_prompts": len(examples),
+        "ranking_top": [list(h) for h in res.ranking()[: max(ks)]],
+        "selected": [list(h) for h in run.selected_heads()],
+    }
+    if held_m is None:
+        summary["note"] = "no held-out tasks: top-k FV evaluated on training tasks (leaky)"
+    ex = run._examples(eval_tasks, run.cfg.n_eval, "final_eval")
+    top = aie_topk_eval(
+        run.model,
+        res,
+        ex,
+        means,
+        ks=ks,
+        layer=run.layer,
+        fmt=run.cfg.format,
+        batch_size=run.cfg.batch_size,
+        seed=run.cfg.seed,
+    )
+    summary["topk"] = {str(k): s.to_dict() for k, s in top.items()}
+    sel = {tuple(h) for h in run.selected_heads()}
+    summary["overlap_with_selected"] = {str(k): len(sel & set(res.top(k))) for k in ks}
+    files.append(write_json(sdir / "aie_summary.json", summary))
+    return files
+
+
+# ----------------------------------------------------------------------------- circuits (§5)
+def circuits(run, sdir: Path):
+    from addk_interp.analyses.circuits import (
+        decompose_ov,
+        label_vectors,
+        ov_apply,
+        ov_embedding_map,
+        ov_label_map,
+        qk_role_profile,
+    )
+    from addk_interp.errors import AddkError
+    from addk_interp.prompts import encode_examples, make_batches
+
+    heads = run.analysis_heads()
+    fits = head_fits(run, heads)
+    res: dict = {"heads": [list(h) for h in heads], "per_head": {}}
+    if not heads:
+        res["reason"] = "no analysis heads"
+        return [write_json(sdir / "circuits.json", res)]
+    ex = run._examples(run.family.train, run.budget["n_extract"], "circuits", seed=1)
+    batches = make_batches(encode_examples(run.model, ex, run.cfg.format), run.cfg.batch_size)
+    numbers = list(range(0, 131))
+    try:
+        from addk_interp.analyses.circuits import number_token_ids
+
+        number_token_ids(run.model, numbers, "single")
+        which = "single"
+    except AddkError:
+        which = "last"  # digit-split tokenizers: the units-digit token
+    for h in heads:
+        d: dict = {}
+        qk = qk_role_profile(run.model, batches, h)
+        d["qk"] = qk.to_dict()
+        fit = fits.get(h)
+        if fit is None:
+            d["ov_reason"] = "no identifiable subspace fit for this head"
+        else:
+            basis = fit.basis("full", "onto")
+            emb = ov_embedding_map(run.model, h, numbers, basis, which=which)
+            d["ov_embedding"] = emb.to_dict()
+            d["ov_embedding"]["token"] = which
+            lv = label_vectors(run.model, batches, h[0])
+            lab = ov_label_map(run.model, h, lv, basis)
+            d["ov_label"] = lab.to_dict()
+            outs = ov_apply(run.model, h, lv.vectors)
+            # centered on the mean OV output over labels: the number-dependent part
+            d["ov_decomposition"] = decompose_ov(fit, outs, center=outs.mean(0)).to_dict()
+            d["ov_decomposition"]["source"] = "label residuals, centered over labels"
+        res["per_head"][_hkey(h)] = d
+    return [write_json(sdir / "circuits.json", res)]
+
+
+# ----------------------------------------------------------------------------- demos (§6.4–6.5)
+def demos(run, sdir: Path):
+    from addk_interp.analyses.demos import (
+        mixed_offset_examples,
+        offset_readout,
+        offset_reference,
+        self_correction,
+    )
+
+    heads = run.analysis_heads()[: run.budget["max_demo_heads"]]
+    res: dict = {"heads": [list(h) for h in heads], "per_head": {}}
+    if run.family.name != "add" or run.cfg.task_file:
+        res["reason"] = (
+            "offset read-out and self-correction need add-k tasks (numeric labels whose "
+            f"offset y - x is the task's k); family {run.family.name!r} is not one"
+        )
+        return [write_json(sdir / "demos.json", res)]
+    fits = head_fits(run, heads)
+    train_m, held_m = run.load_means()
+    from addk_interp.analyses.summary import merged_means
+
+    means, tasks = merged_means(train_m, held_m)
+    ks = [run.family.tasks[t].k for t in tasks]
+    grid = sorted(k for k in ks if k is not None)
+    n = run.budget["n_demo"]
+    for h in heads:
+        d: dict = {}
+        fit = fits.get(h)
+        if fit is None:
+            d["reason"] = "no identifiable subspace fit for this head"
+            res["per_head"][_hkey(h)] = d
+            continue
+        basis = fit.basis("full", "onto")
+        ref = offset_reference({k: means[i, h[0], h[1]] for i, k in enumerate(ks)}, basis=basis)
+        mixed = mixed_offset_examples(
+            grid, max(1, n // len(grid) + 1), run.cfg.shots, seed=run.cfg.seed, max_value=99
+        )[: max(n, len(grid))]
+        ro = offset_readout(
+            run.model,
+            h,
+            mixed,
+            ref,
+            run.cfg.format,
+            batch_size=run.cfg.batch_size,
+            seed=run.cfg.seed,
+        )
+        d["offset_readout"] = ro.to_dict(include_arrays=True)
+        clean = run._examples(run.family.train, max(1, n // len(run.family.train)), "demos")
+        clean = clean[: max(n, 1)]
+        sc = self_correction(
+            run.model,
+            h,
+            clean,
+            train_m,
+            basis,
+            run.cfg.format,
+            batch_size=run.cfg.batch_size,
+            seed=run.cfg.seed,
+        )
+        d["self_correction"] = sc.to_dict(include_arrays=True)
+        res["per_head"][_hkey(h)] = d
+    return [write_json(sdir / "demos.json", res)]
+
+
+def finite(x) -> float | None:
+    """JSON-safe float (None for NaN / inf)."""
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return None
+    return v if np.isfinite(v) else None
