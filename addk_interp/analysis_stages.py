@@ -103,6 +103,7 @@ def aie(run, sdir: Path):
         fmt=run.cfg.format,
         batch_size=run.cfg.batch_size,
         seed=run.cfg.seed,
+        clean=run.clean_results(ex),
     )
     summary["topk"] = {str(k): s.to_dict() for k, s in top.items()}
     sel = {tuple(h) for h in run.selected_heads()}

@@ -118,6 +118,8 @@ class HookedModel:
         self.tokenizer = tokenizer
         self.backend = backend
         self.prepend_bos = prepend_bos
+        # optional text validator run on every prompt before tokenization (raises AddkError)
+        self.text_check: Callable[[str], None] | None = None
         cfg = model.cfg
         n_kv = getattr(cfg, "n_key_value_heads", None) or cfg.n_heads
         self._post_norm = backend == "bridge" and hasattr(model.blocks[0], "ln1_post")
@@ -676,7 +678,7 @@ def load_model(
 
         model, tok = load_organism(dtype=dtype)
         _refuse_hooked(backend, spec)
-        return from_hf(
+        hm = from_hf(
             model,
             tok,
             name="organism",
@@ -684,6 +686,8 @@ def load_model(
             device=device,
             source={"kind": "organism"},
         )
+        hm.text_check = _organism_text_check
+        return hm
     path = Path(spec).expanduser()
     if spec.endswith(".gguf"):
         if not path.exists():
@@ -715,6 +719,17 @@ def load_model(
         + ", a hub name like 'meta-llama/Meta-Llama-3-8B-Instruct', a local HF directory, "
         "or a .gguf file"
     )
+
+
+def _organism_text_check(text: str) -> None:
+    """The organism knows the integers 0..999 as single tokens and nothing larger: its tokenizer
+    would silently split 2000 into "200" "0", so such prompts are refused."""
+    from addk_interp.organism.tokenizer import encode_checked
+
+    try:
+        encode_checked(text)
+    except ValueError as e:
+        raise AddkError(f"the organism's tokenizer cannot represent this prompt: {e}") from None
 
 
 def _refuse_hooked(backend: str, spec: str) -> None:

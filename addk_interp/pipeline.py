@@ -58,6 +58,7 @@ STAGE_PRESETS = {
         n_random=20,
         n_extract=8,
         max_scan_heads=12,
+        n_necessity=4,
         n_aie=10,
         n_demo=16,
         max_demo_heads=2,
@@ -70,6 +71,7 @@ STAGE_PRESETS = {
         n_random=5,
         n_extract=3,
         max_scan_heads=4,
+        n_necessity=2,
         n_aie=2,
         n_demo=6,
         max_demo_heads=1,
@@ -275,6 +277,28 @@ class Run:
         table["split"] = ["heldout" if t in self.family.heldout else "train" for t in table["task"]]
         return [write_table(sdir / "examples.csv", df), write_table(sdir / "accuracy.csv", table)]
 
+    def clean_results(self, examples) -> pd.DataFrame | None:
+        """Clean n-shot outcomes of ``examples`` from the clean_eval stage when they are the
+        same prompts (same seed, kind ``final_eval``, shots); None otherwise (recompute)."""
+        p = self.out / "stages" / "clean_eval" / "examples.csv"
+        if not p.exists():
+            return None
+        df = pd.read_csv(p, dtype={"query": str, "answer": str})
+        df = df[df["shots"] == self.cfg.shots]
+        by = {
+            (t, q, a): r
+            for t, q, a, r in zip(
+                df["task"], df["query"], df["answer"], range(len(df)), strict=True
+            )
+        }
+        try:
+            rows = [by[(e.task, str(e.query), str(e.answer))] for e in examples]
+        except KeyError:
+            return None
+        out = df.iloc[rows].reset_index(drop=True).copy()
+        out["correct"] = out["correct"].astype(bool)
+        return out
+
     def capture(self, sdir: Path):
         from addk_interp.hooks.capture import capture_means
 
@@ -331,7 +355,9 @@ class Run:
             if not tasks or means is None:
                 continue
             ex = self._examples(tasks, c.n_eval, "final_eval")
-            clean = evaluate(self.model, ex, c.format, batch_size=c.batch_size)
+            clean = self.clean_results(ex)
+            if clean is None:
+                clean = evaluate(self.model, ex, c.format, batch_size=c.batch_size)
             for label, vecs in (
                 ("all_heads_unit", head_set_vectors(means, tasks, None)),
                 (
@@ -476,6 +502,7 @@ class Run:
         means = held_m if held_m is not None else train_m
         ex = self._examples(tasks, self.cfg.n_eval, "final_eval")
         fit = GateFit.load(self.out / "stages" / "localize" / "gates.safetensors", self.model)
+        clean = self.clean_results(ex)
         ev = headset_evals(
             self.model,
             ex,
@@ -489,13 +516,22 @@ class Run:
             fmt=self.cfg.format,
             batch_size=self.cfg.batch_size,
             seed=self.cfg.seed,
+            clean=clean,
         )
         files.append(write_table(sdir / "headset_summary.csv", ev.table()))
         files.append(write_table(sdir / "headset_examples.csv", ev.per_example))
+        # necessity runs 1 + n_random full n-shot forwards per prompt: its own smaller subset
+        per_task: dict[str, int] = {}
+        nec_ex = []
+        for e in ex:
+            if per_task.get(e.task, 0) < self.budget["n_necessity"]:
+                per_task[e.task] = per_task.get(e.task, 0) + 1
+                nec_ex.append(e)
         nec = necessity(
             self.model,
-            ex,
+            nec_ex,
             train_m,
+            clean=self.clean_results(nec_ex),
             train_tasks=self.family.train,
             main=main,
             selected=sel,

@@ -81,6 +81,9 @@ def encode(model, prompt: Prompt, *, check_ctx: bool = True) -> Encoded:
     f = prompt.format
     answer = prompt.answer
     full = prompt.text + answer + f.out_sep
+    check = getattr(model, "text_check", None)
+    if check is not None:
+        check(full)
     enc = tok(full, add_special_tokens=False, return_offsets_mapping=True)
     ids, offs = enc["input_ids"], enc["offset_mapping"]
     p_end, a_end = len(prompt.text), len(prompt.text) + len(answer)

@@ -128,6 +128,8 @@ def parse_k_range(text: str) -> list[int]:
                 out.update(range(lo, hi + 1))
             else:
                 out.add(int(part))
+        except AddkError:
+            raise
         except ValueError:
             raise AddkError(f"cannot parse {part!r} as an integer or range like 1-30") from None
     if not out:

@@ -35,6 +35,8 @@ import numpy as np
 import torch
 from jaxtyping import Float, Float64, Int, Real
 
+from addk_interp.errors import AddkError
+
 __all__ = [
     "DEFAULT_THRESHOLD",
     "HeadPCA",
@@ -77,7 +79,7 @@ def as_float64(x: ArrayLike, *, what: str = "input") -> Float64[np.ndarray, "...
     try:
         return np.array(x, dtype=np.float64)
     except (TypeError, ValueError) as exc:
-        raise ValueError(f"{what} is not convertible to a float array: {exc}") from exc
+        raise AddkError(f"{what} is not convertible to a float array: {exc}") from exc
 
 
 def _frozen(a: np.ndarray) -> np.ndarray:
@@ -105,16 +107,16 @@ def _json_number(x: float) -> int | float:
 def _ks_float64(ks: ArrayLike, n_task: int, *, where: str) -> Float64[np.ndarray, " task"]:
     k = as_float64(ks, what="ks")
     if k.ndim != 1 or k.shape[0] != n_task:
-        raise ValueError(
+        raise AddkError(
             f"{where}: ks must be 1-D with one value per task ({n_task}), "
             f"got shape {tuple(k.shape)}"
         )
     if not np.all(np.isfinite(k)):
-        raise ValueError(f"{where}: ks contains NaN or inf")
+        raise AddkError(f"{where}: ks contains NaN or inf")
     uniq, counts = np.unique(k, return_counts=True)
     if np.any(counts > 1):
         dup = [_json_number(v) for v in uniq[counts > 1]]
-        raise ValueError(f"{where}: duplicate task parameter values k={dup}; one row per k")
+        raise AddkError(f"{where}: duplicate task parameter values k={dup}; one row per k")
     return k
 
 
@@ -130,9 +132,9 @@ def pcs_from_cumvar(
     """
     c = as_float64(cumvar, what="cumvar")
     if c.ndim != 1 or c.shape[0] == 0:
-        raise ValueError(f"cumvar must be a non-empty 1-D array, got shape {tuple(c.shape)}")
+        raise AddkError(f"cumvar must be a non-empty 1-D array, got shape {tuple(c.shape)}")
     if not np.all(np.isfinite(c)):
-        raise ValueError("cumvar contains NaN or inf")
+        raise AddkError("cumvar contains NaN or inf")
     position = int(np.searchsorted(c, threshold, side="left")) + 1
     return min(position, int(c.shape[0]))
 
@@ -192,7 +194,7 @@ class HeadPCA:
         k = self._check_k(k)
         x = as_float64(v, what="v")
         if x.ndim == 0 or x.shape[-1] != self.d_model:
-            raise ValueError(f"v must end in d_model={self.d_model}, got shape {tuple(x.shape)}")
+            raise AddkError(f"v must end in d_model={self.d_model}, got shape {tuple(x.shape)}")
         p = self.components[:, :k]
         if recenter:
             out = self.mean + ((x - self.mean) @ p) @ p.T
@@ -204,9 +206,9 @@ class HeadPCA:
         if k is None:
             return self.pcs_to_threshold
         if isinstance(k, bool) or not isinstance(k, int | np.integer):
-            raise ValueError(f"k must be an int or None, got {k!r}")
+            raise AddkError(f"k must be an int or None, got {k!r}")
         if not 0 <= int(k) <= self.n_components:
-            raise ValueError(f"k={k} outside [0, {self.n_components}] components")
+            raise AddkError(f"k={k} outside [0, {self.n_components}] components")
         return int(k)
 
     def to_dict(self, include_arrays: bool = True) -> dict[str, Any]:
@@ -253,37 +255,37 @@ def fit_head_pca(
     where = f"PCA of {head_label(head)}"
     data = as_float64(x, what="x")
     if data.ndim != 2:
-        raise ValueError(f"{where}: x must be [task, d_model], got shape {tuple(data.shape)}")
+        raise AddkError(f"{where}: x must be [task, d_model], got shape {tuple(data.shape)}")
     n_task, d_model = data.shape
     k = _ks_float64(ks, n_task, where=where)
     if not np.all(np.isfinite(data)):
         bad = sorted({_json_number(k[i]) for i in np.nonzero(~np.isfinite(data))[0]})
-        raise ValueError(f"{where}: NaN or inf in the mean outputs (tasks k={bad})")
+        raise AddkError(f"{where}: NaN or inf in the mean outputs (tasks k={bad})")
     zero_rows = np.nonzero(~np.any(data != 0.0, axis=1))[0]
     if zero_rows.size:
         bad = [_json_number(k[i]) for i in zero_rows]
-        raise ValueError(
+        raise AddkError(
             f"{where}: no mean output for tasks k={bad} (all-zero rows); "
             "was this head's cache filled in?"
         )
     if n_task < 2:
-        raise ValueError(f"{where}: PCA over tasks needs at least 2 tasks, got {n_task}")
+        raise AddkError(f"{where}: PCA over tasks needs at least 2 tasks, got {n_task}")
     if not 0.0 < threshold <= 1.0:
-        raise ValueError(f"threshold must be in (0, 1], got {threshold}")
+        raise AddkError(f"threshold must be in (0, 1], got {threshold}")
     max_rank = min(n_task, d_model)
     if n_components is None:
         n_keep = max_rank
     else:
         if isinstance(n_components, bool) or not isinstance(n_components, int | np.integer):
-            raise ValueError(f"n_components must be an int or None, got {n_components!r}")
+            raise AddkError(f"n_components must be an int or None, got {n_components!r}")
         if n_components < 1:
-            raise ValueError(f"n_components must be >= 1, got {n_components}")
+            raise AddkError(f"n_components must be >= 1, got {n_components}")
         if n_components > n_task:
-            raise ValueError(
+            raise AddkError(
                 f"{where}: fewer tasks ({n_task}) than requested components ({n_components})"
             )
         if n_components > d_model:
-            raise ValueError(
+            raise AddkError(
                 f"{where}: d_model={d_model} is smaller than requested components ({n_components})"
             )
         n_keep = int(n_components)
@@ -297,7 +299,7 @@ def fit_head_pca(
     total = float(np.sum(s**2))
     # identical rows leave only rounding noise in the centered data (relative RMS ~1e-16)
     if not total > 1e-24 * float(np.sum(data**2)):
-        raise ValueError(f"{where}: all task rows are identical (zero variance across tasks)")
+        raise AddkError(f"{where}: all task rows are identical (zero variance across tasks)")
     # Sign convention: the largest-|.| entry of every axis is positive.
     pivot = np.argmax(np.abs(vt), axis=1)
     signs = np.sign(vt[np.arange(vt.shape[0]), pivot])
@@ -331,18 +333,18 @@ def _check_heads(
         try:
             layer, h = head
         except (TypeError, ValueError) as exc:
-            raise ValueError(f"head {head!r} is not a (layer, head) pair") from exc
+            raise AddkError(f"head {head!r} is not a (layer, head) pair") from exc
         ok = all(isinstance(i, int | np.integer) and not isinstance(i, bool) for i in (layer, h))
         if not ok:
-            raise ValueError(f"head {head!r} is not a pair of ints")
+            raise AddkError(f"head {head!r} is not a pair of ints")
         if not (0 <= layer < n_layer and 0 <= h < n_head):
-            raise ValueError(
+            raise AddkError(
                 f"head {head_label((int(layer), int(h)))} is missing: means has "
                 f"shape {shape} (layers 0..{n_layer - 1}, heads 0..{n_head - 1})"
             )
         checked.append((int(layer), int(h)))
     if not checked:
-        raise ValueError("no heads requested")
+        raise AddkError("no heads requested")
     return checked
 
 
@@ -369,7 +371,7 @@ def fit_heads_pca(
     non-finite, raise ValueError naming the head."""
     shape = tuple(int(d) for d in means.shape)
     if len(shape) != 4:
-        raise ValueError(f"means must be [task, layer, head, d_model], got shape {shape}")
+        raise AddkError(f"means must be [task, layer, head, d_model], got shape {shape}")
     checked = _check_heads(heads, shape[1], shape[2], shape)
     return {
         head: fit_head_pca(

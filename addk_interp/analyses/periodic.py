@@ -60,6 +60,7 @@ from addk_interp.analyses.pca import (
     fit_heads_pca,
     head_label,
 )
+from addk_interp.errors import AddkError
 
 __all__ = [
     "DEFAULT_THETA_STEP",
@@ -106,27 +107,25 @@ class TargetSpec:
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
-            raise ValueError(f"target name must be a non-empty string, got {self.name!r}")
+            raise AddkError(f"target name must be a non-empty string, got {self.name!r}")
         try:
             period = float(self.period)
         except (TypeError, ValueError) as exc:
-            raise ValueError(
+            raise AddkError(
                 f"target {self.name!r}: period {self.period!r} is not a number"
             ) from exc
         if not math.isfinite(period) or period <= 1.0:
-            raise ValueError(
+            raise AddkError(
                 f"target {self.name!r}: period must be a finite number > 1, got {self.period!r} "
                 "(on an integer k grid period 1 is constant and shorter periods alias)"
             )
         object.__setattr__(self, "period", period)
         if self.kind not in ("cos", "sin"):
-            raise ValueError(
-                f"target {self.name!r}: kind must be 'cos' or 'sin', got {self.kind!r}"
-            )
+            raise AddkError(f"target {self.name!r}: kind must be 'cos' or 'sin', got {self.kind!r}")
         if not isinstance(self.group, str) or not self.group:
-            raise ValueError(f"target {self.name!r}: group must be a non-empty string")
+            raise AddkError(f"target {self.name!r}: group must be a non-empty string")
         if self.group in _RESERVED_GROUPS:
-            raise ValueError(f"target {self.name!r}: group name {self.group!r} is reserved")
+            raise AddkError(f"target {self.name!r}: group name {self.group!r} is reserved")
         object.__setattr__(self, "phase_search", bool(self.phase_search))
 
     def wave(
@@ -164,13 +163,13 @@ def default_targets() -> tuple[TargetSpec, ...]:
 def _check_targets(targets: Iterable[TargetSpec] | None) -> tuple[TargetSpec, ...]:
     specs = default_targets() if targets is None else tuple(targets)
     if not specs:
-        raise ValueError("at least one target is needed")
+        raise AddkError("at least one target is needed")
     for spec in specs:
         if not isinstance(spec, TargetSpec):
-            raise ValueError(f"targets must be TargetSpec instances, got {spec!r}")
+            raise AddkError(f"targets must be TargetSpec instances, got {spec!r}")
     names = [spec.name for spec in specs]
     if len(set(names)) != len(names):
-        raise ValueError(f"target names must be unique, got {names}")
+        raise AddkError(f"target names must be unique, got {names}")
     return specs
 
 
@@ -185,19 +184,19 @@ def _check_identifiable(
     """Refuse targets that are constant on the k grid (their period cannot be identified)."""
     n = int(ks.shape[0])
     if n < 3 and any(spec.phase_search for spec in specs):
-        raise ValueError(f"{where}: a phase search needs at least 3 distinct k values, got {n}")
+        raise AddkError(f"{where}: a phase search needs at least 3 distinct k values, got {n}")
     for spec in specs:
         arg = 2.0 * np.pi * ks / spec.period
         pair = np.stack([np.cos(arg), np.sin(arg)], axis=1)
         if _rms_centered(pair) <= _CONST_TOL:
-            raise ValueError(
+            raise AddkError(
                 f"{where}: target {spec.name!r} (period {spec.period:g}) is constant on the k "
                 f"grid {_grid_text(ks)}: every k is the same modulo {spec.period:g}, so the "
                 "period cannot be identified; use a k grid with more distinct residues or drop "
                 "the target"
             )
         if not spec.phase_search and _rms_centered(spec.wave(ks)) <= _CONST_TOL:
-            raise ValueError(
+            raise AddkError(
                 f"{where}: target {spec.name!r} = {spec.kind}(2 pi k/{spec.period:g}) takes the "
                 f"same value at every k of the grid {_grid_text(ks)}, so it cannot be fitted; "
                 "use phase_search, a k grid with more distinct residues, or drop the target"
@@ -266,7 +265,7 @@ def _complement_within(
 def _theta_grid(theta_step: float | int) -> Float[np.ndarray, " theta"]:
     step = float(theta_step)
     if not math.isfinite(step) or not 0.0 < step <= 2.0 * np.pi:
-        raise ValueError(f"theta_step must be in (0, 2 pi], got {theta_step!r}")
+        raise AddkError(f"theta_step must be in (0, 2 pi], got {theta_step!r}")
     return np.arange(0.0, 2.0 * np.pi, step)
 
 
@@ -342,7 +341,7 @@ class SubspaceFit:
         """Orthonormal basis of a named subspace (``onto``) or of its complement inside the
         full span (``out``); any other ``variant`` raises ValueError."""
         if variant not in ("onto", "out"):
-            raise ValueError(f"variant must be 'onto' or 'out', got {variant!r}")
+            raise AddkError(f"variant must be 'onto' or 'out', got {variant!r}")
         key = f"{variant}_{subspace}"
         if key not in self.bases:
             raise KeyError(f"no subspace {subspace!r}; have {sorted(self.subspace_columns)}")
@@ -362,10 +361,10 @@ class SubspaceFit:
         x = as_float64(v, what="v")
         d_model = self.mean.shape[0]
         if x.ndim == 0 or x.shape[-1] != d_model:
-            raise ValueError(f"v must end in d_model={d_model}, got shape {tuple(x.shape)}")
+            raise AddkError(f"v must end in d_model={d_model}, got shape {tuple(x.shape)}")
         mu = self.mean if center is None else as_float64(center, what="center")
         if mu.shape != (d_model,):
-            raise ValueError(f"center must have shape ({d_model},), got {tuple(mu.shape)}")
+            raise AddkError(f"center must have shape ({d_model},), got {tuple(mu.shape)}")
         return _restore_kind(mu + ((x - mu) @ b) @ b.T, v)
 
     def to_dict(self, include_arrays: bool = True) -> dict[str, Any]:
@@ -425,16 +424,16 @@ def fit_subspace(
     where = f"periodic fit of {head_label(pca.head)}"
     n_comp = len(specs) if n_components is None else n_components
     if isinstance(n_comp, bool) or not isinstance(n_comp, int | np.integer) or n_comp < 1:
-        raise ValueError(f"n_components must be a positive int, got {n_components!r}")
+        raise AddkError(f"n_components must be a positive int, got {n_components!r}")
     n_comp = int(n_comp)
     n_task = pca.n_tasks
     if n_task < n_comp + 1:
-        raise ValueError(
+        raise AddkError(
             f"{where}: fewer tasks ({n_task}) than needed for {n_comp} components; the centered "
             f"coordinates need at least n_components + 1 = {n_comp + 1} distinct k values"
         )
     if n_comp > pca.n_components:
-        raise ValueError(
+        raise AddkError(
             f"{where}: the PCA kept {pca.n_components} components, fewer than the {n_comp} "
             "requested"
         )
@@ -458,7 +457,7 @@ def fit_subspace(
     flat = ss_tot <= (_CONST_TOL**2) * n_task
     if np.any(flat):
         names = [specs[j].name for j in np.nonzero(flat)[0]]
-        raise ValueError(f"{where}: targets {names} are constant on the k grid {_grid_text(ks)}")
+        raise AddkError(f"{where}: targets {names} are constant on the k grid {_grid_text(ks)}")
     r2 = 1.0 - ss_res / ss_tot
     directions = p @ w
 
@@ -609,25 +608,25 @@ def periodogram(
     if y.ndim == 1:
         y = y[:, None]
     if y.ndim != 2:
-        raise ValueError(f"data must be [task, component], got shape {tuple(y.shape)}")
+        raise AddkError(f"data must be [task, component], got shape {tuple(y.shape)}")
     k = as_float64(ks, what="ks")
     if k.ndim != 1 or k.shape[0] != y.shape[0]:
-        raise ValueError(f"ks must be 1-D with {y.shape[0]} values, got shape {tuple(k.shape)}")
+        raise AddkError(f"ks must be 1-D with {y.shape[0]} values, got shape {tuple(k.shape)}")
     if not (np.all(np.isfinite(y)) and np.all(np.isfinite(k))):
-        raise ValueError("periodogram input contains NaN or inf")
+        raise AddkError("periodogram input contains NaN or inf")
     if y.shape[0] < 3:
-        raise ValueError(f"a periodogram needs at least 3 tasks, got {y.shape[0]}")
+        raise AddkError(f"a periodogram needs at least 3 tasks, got {y.shape[0]}")
     yc = y - y.mean(axis=0)
     total = float(np.sum(yc**2))
     if not total > 0.0:
-        raise ValueError("data has zero variance across tasks")
+        raise AddkError("data has zero variance across tasks")
     per = np.array([float(p) for p in periods], dtype=np.float64)
     if per.size == 0:
-        raise ValueError("no periods to scan")
+        raise AddkError("no periods to scan")
     if not np.all(np.isfinite(per)) or np.any(per <= 1.0):
-        raise ValueError(f"every period must be a finite number > 1, got {per.tolist()}")
+        raise AddkError(f"every period must be a finite number > 1, got {per.tolist()}")
     if np.unique(per).size != per.size:
-        raise ValueError(f"duplicate periods in {per.tolist()}")
+        raise AddkError(f"duplicate periods in {per.tolist()}")
     power = np.zeros(per.shape)
     ident = np.zeros(per.shape, dtype=bool)
     n = y.shape[0]
@@ -661,9 +660,9 @@ def _basis_matrix(a: ArrayLike, what: str) -> Float64[np.ndarray, "d_model rank"
     if m.ndim == 1:
         m = m[:, None]
     if m.ndim != 2:
-        raise ValueError(f"{what} must be a [d_model, rank] column basis, got {tuple(m.shape)}")
+        raise AddkError(f"{what} must be a [d_model, rank] column basis, got {tuple(m.shape)}")
     if not np.all(np.isfinite(m)):
-        raise ValueError(f"{what} contains NaN or inf")
+        raise AddkError(f"{what} contains NaN or inf")
     return m
 
 
@@ -677,12 +676,12 @@ def principal_angles(
     different d_model, or that span nothing, raise ValueError."""
     ma, mb = _basis_matrix(a, "a"), _basis_matrix(b, "b")
     if ma.shape[0] != mb.shape[0]:
-        raise ValueError(f"bases live in different spaces: {ma.shape[0]} vs {mb.shape[0]} rows")
+        raise AddkError(f"bases live in different spaces: {ma.shape[0]} vs {mb.shape[0]} rows")
     if ma.shape[1] == 0 or mb.shape[1] == 0:
         return np.zeros(0)
     for m, what in ((ma, "a"), (mb, "b")):
         if np.linalg.matrix_rank(m) == 0:
-            raise ValueError(f"basis {what} spans nothing (all columns are zero)")
+            raise AddkError(f"basis {what} spans nothing (all columns are zero)")
     return np.sort(np.degrees(scipy.linalg.subspace_angles(ma, mb)))
 
 
@@ -706,7 +705,7 @@ def principal_angle_matrix(subspaces: Mapping[str, ArrayLike]) -> AngleMatrix:
     """Max and mean principal angles for every pair of named column bases."""
     names = tuple(subspaces)
     if not names:
-        raise ValueError("no subspaces given")
+        raise AddkError("no subspaces given")
     mats = {name: _basis_matrix(subspaces[name], name) for name in names}
     size = len(names)
     max_deg = np.zeros((size, size))
@@ -746,10 +745,10 @@ def compare_directions(
     ref = _basis_matrix(reference, "reference")
     ours = np.asarray(fit.directions)
     if ref.shape != ours.shape:
-        raise ValueError(f"reference shape {ref.shape} != fitted directions {ours.shape}")
+        raise AddkError(f"reference shape {ref.shape} != fitted directions {ours.shape}")
     norms = np.linalg.norm(ours, axis=0) * np.linalg.norm(ref, axis=0)
     if np.any(norms == 0.0):
-        raise ValueError("a fitted or reference direction is the zero vector")
+        raise AddkError("a fitted or reference direction is the zero vector")
     abs_cos = np.abs(np.sum(ours * ref, axis=0)) / norms
     max_angle: dict[str, float] = {}
     mean_angle: dict[str, float] = {}

@@ -486,6 +486,11 @@ def headset_evals(
     layer = default_injection_layer(model.n_layers) if layer is None else layer
     bar = train_means.cross_task_mean(train_tasks).float()
     if isinstance(raw_coef, GateFit):
+        if raw_coef.model_fingerprint != model.info.fingerprint:
+            raise AddkError(
+                f"raw_coef is a gate fit of model fingerprint {raw_coef.model_fingerprint}, not "
+                f"{model.info.fingerprint} ({model.info.name}); refit the gates on this model"
+            )
         raw_coef = raw_coef.final
     if raw_coef is not None:
         raw_coef = torch.as_tensor(raw_coef, dtype=torch.float32)

@@ -48,6 +48,8 @@ from typing import Any
 import numpy as np
 from jaxtyping import Bool, Float, Int, Real
 
+from addk_interp.errors import AddkError
+
 Head = tuple[int, int]
 
 # What `RecoveryScan` accepts besides its stored types: the raw values of a scan file or of the
@@ -80,12 +82,12 @@ def _exact(value: float) -> Fraction:
 
 def _number(value: Any, name: str, *, lo: float | None = None, hi: float | None = None) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
-        raise ValueError(f"{name} must be a number, got {value!r}")
+        raise AddkError(f"{name} must be a number, got {value!r}")
     out = float(value)
     if not math.isfinite(out):
-        raise ValueError(f"{name} must be finite, got {value!r}")
+        raise AddkError(f"{name} must be finite, got {value!r}")
     if (lo is not None and out < lo) or (hi is not None and out > hi):
-        raise ValueError(f"{name} must lie in [{lo}, {hi}], got {value!r}")
+        raise AddkError(f"{name} must lie in [{lo}, {hi}], got {value!r}")
     return out
 
 
@@ -97,34 +99,34 @@ def _number(value: Any, name: str, *, lo: float | None = None, hi: float | None 
 def _count(value: Any, where: str) -> int:
     """An integer count; integral floats are accepted, NaN/inf/bools/fractions are not."""
     if isinstance(value, bool | np.bool_):
-        raise ValueError(f"{where}: expected an integer count, got boolean {value!r}")
+        raise AddkError(f"{where}: expected an integer count, got boolean {value!r}")
     if isinstance(value, int | np.integer):
         return int(value)
     if isinstance(value, float | np.floating):
         if math.isnan(value):
-            raise ValueError(f"{where}: count is NaN")
+            raise AddkError(f"{where}: count is NaN")
         if math.isinf(value):
-            raise ValueError(f"{where}: count is infinite")
+            raise AddkError(f"{where}: count is infinite")
         if float(value).is_integer():
             return int(value)
-        raise ValueError(f"{where}: count {value!r} is not an integer")
-    raise ValueError(f"{where}: expected an integer count, got {type(value).__name__} {value!r}")
+        raise AddkError(f"{where}: count {value!r} is not an integer")
+    raise AddkError(f"{where}: expected an integer count, got {type(value).__name__} {value!r}")
 
 
 def _counts_vector(values: Any, n_c: int, n_eval: int, where: str) -> Int[np.ndarray, " n_c"]:
     if isinstance(values, np.ndarray):
         values = values.tolist()
     if not isinstance(values, Sequence) or isinstance(values, str):
-        raise ValueError(f"{where}: expected a list of {n_c} counts, got {type(values).__name__}")
+        raise AddkError(f"{where}: expected a list of {n_c} counts, got {type(values).__name__}")
     if len(values) != n_c:
-        raise ValueError(
+        raise AddkError(
             f"{where}: ragged scan, {len(values)} counts for {n_c} coefficients in c_grid"
         )
     out = np.array([_count(v, f"{where}[{i}]") for i, v in enumerate(values)], dtype=np.int64)
     bad = np.flatnonzero((out < 0) | (out > n_eval))
     if bad.size:
         i = int(bad[0])
-        raise ValueError(f"{where}[{i}]: count {int(out[i])} outside [0, n_eval={n_eval}]")
+        raise AddkError(f"{where}[{i}]: count {int(out[i])} outside [0, n_eval={n_eval}]")
     out.setflags(write=False)
     return out
 
@@ -137,26 +139,26 @@ def _outcome_matrix(
     else:
         if not isinstance(values, Sequence) or len(values) != n_c:
             got = len(values) if isinstance(values, Sequence) else type(values).__name__
-            raise ValueError(f"{where}: expected {n_c} outcome rows (one per c), got {got}")
+            raise AddkError(f"{where}: expected {n_c} outcome rows (one per c), got {got}")
         rows = []
         for i, row in enumerate(values):
             if isinstance(row, str):
                 if set(row) - {"0", "1"}:
-                    raise ValueError(f"{where}[{i}]: outcome string may hold only '0'/'1'")
+                    raise AddkError(f"{where}[{i}]: outcome string may hold only '0'/'1'")
                 row = [ch == "1" for ch in row]
             if not isinstance(row, Sequence) or len(row) != n_eval:
                 got = len(row) if isinstance(row, Sequence) else type(row).__name__
-                raise ValueError(f"{where}[{i}]: expected {n_eval} outcomes, got {got}")
+                raise AddkError(f"{where}[{i}]: expected {n_eval} outcomes, got {got}")
             rows.append(row)
         arr = np.array(rows, dtype=object)
     if arr.shape != (n_c, n_eval):
-        raise ValueError(f"{where}: outcome matrix has shape {arr.shape}, want {(n_c, n_eval)}")
+        raise AddkError(f"{where}: outcome matrix has shape {arr.shape}, want {(n_c, n_eval)}")
     if arr.dtype != np.bool_:
         flat = arr.ravel().tolist()
         if any(isinstance(v, float) and math.isnan(v) for v in flat):
-            raise ValueError(f"{where}: outcomes contain NaN")
+            raise AddkError(f"{where}: outcomes contain NaN")
         if any(v not in (0, 1) for v in flat):  # True/False compare equal to 1/0
-            raise ValueError(f"{where}: outcomes must be 0/1 or booleans")
+            raise AddkError(f"{where}: outcomes must be 0/1 or booleans")
         arr = np.array(flat, dtype=np.int64).reshape(n_c, n_eval) == 1
     out = np.array(arr, dtype=np.bool_, copy=True)
     out.setflags(write=False)
@@ -192,27 +194,27 @@ class RecoveryScan:
     def __post_init__(self) -> None:
         n_eval = _count(self.n_eval, "n_eval")
         if n_eval <= 0:
-            raise ValueError(f"n_eval must be positive, got {n_eval}")
+            raise AddkError(f"n_eval must be positive, got {n_eval}")
         if isinstance(self.c_grid, str | bytes) or not isinstance(self.c_grid, Sequence):
-            raise ValueError(f"c_grid must be a list of integers, got {self.c_grid!r}")
+            raise AddkError(f"c_grid must be a list of integers, got {self.c_grid!r}")
         grid = tuple(_count(c, f"c_grid[{i}]") for i, c in enumerate(self.c_grid))
         if not grid or grid[0] != 0:
-            raise ValueError(f"c_grid must start at 0 (leave-one-out point), got {list(grid)}")
+            raise AddkError(f"c_grid must start at 0 (leave-one-out point), got {list(grid)}")
         if any(b <= a for a, b in zip(grid, grid[1:], strict=False)):
-            raise ValueError(f"c_grid must be strictly increasing, got {list(grid)}")
+            raise AddkError(f"c_grid must be strictly increasing, got {list(grid)}")
         baselines = {}
         for name in ("clean_correct", "full_selected_correct"):
             value = _count(getattr(self, name), name)
             if not 0 <= value <= n_eval:
-                raise ValueError(f"{name} = {value} outside [0, n_eval={n_eval}]")
+                raise AddkError(f"{name} = {value} outside [0, n_eval={n_eval}]")
             baselines[name] = value
         if not isinstance(self.correct, Mapping) or not self.correct:
-            raise ValueError("a scan needs at least one head in `correct`")
+            raise AddkError("a scan needs at least one head in `correct`")
         correct: dict[Head, np.ndarray] = {}
         for head, values in self.correct.items():
             key = _as_head(head)
             if key in correct:
-                raise ValueError(f"head {key} appears twice in the scan")
+                raise AddkError(f"head {key} appears twice in the scan")
             correct[key] = _counts_vector(values, len(grid), n_eval, f"head {key[0]}:{key[1]}")
         outcomes = None
         if self.outcomes is not None:
@@ -220,7 +222,7 @@ class RecoveryScan:
             if heads_o != set(correct):
                 missing = sorted(set(correct) - heads_o)
                 extra = sorted(heads_o - set(correct))
-                raise ValueError(
+                raise AddkError(
                     f"outcomes must cover exactly the scanned heads (missing {missing}, "
                     f"extra {extra})"
                 )
@@ -232,7 +234,7 @@ class RecoveryScan:
                 sums = mat.sum(axis=1)
                 if not np.array_equal(sums, correct[key]):
                     i = int(np.flatnonzero(sums != correct[key])[0])
-                    raise ValueError(
+                    raise AddkError(
                         f"{where}: {int(sums[i])} correct at c={grid[i]} but the count says "
                         f"{int(correct[key][i])}"
                     )
@@ -263,7 +265,7 @@ class RecoveryScan:
         def to_count(value: float | int, where: str) -> int:
             x = _number(value, where, lo=0.0, hi=1.0) * n_eval
             if abs(x - round(x)) > 1e-9 * max(1.0, n_eval):
-                raise ValueError(f"{where}: accuracy {value!r} is not a multiple of 1/{n_eval}")
+                raise AddkError(f"{where}: accuracy {value!r} is not a multiple of 1/{n_eval}")
             return int(round(x))
 
         return cls(
@@ -293,10 +295,10 @@ class RecoveryScan:
         array-likes of them); counts are their row sums."""
         mats = {h: np.asarray(v) for h, v in outcomes.items()}
         if not mats:
-            raise ValueError("a scan needs at least one head in `outcomes`")
+            raise AddkError("a scan needs at least one head in `outcomes`")
         widths = {m.shape[-1] if m.ndim == 2 else -1 for m in mats.values()}
         if len(widths) != 1 or -1 in widths:
-            raise ValueError("every outcome matrix must be 2-D [n_c, n_examples] of one width")
+            raise AddkError("every outcome matrix must be 2-D [n_c, n_examples] of one width")
         return cls(
             c_grid=tuple(c_grid),
             n_eval=widths.pop(),
@@ -333,12 +335,12 @@ def _as_head(head: Any) -> Head:
     if isinstance(head, str):
         match = _HEAD_KEY.match(head)
         if not match:
-            raise ValueError(f"head key {head!r} is not of the form 'layer:head'")
+            raise AddkError(f"head key {head!r} is not of the form 'layer:head'")
         return int(match.group(1)), int(match.group(2))
     try:
         layer, idx = head
     except (TypeError, ValueError):
-        raise ValueError(f"a head must be a (layer, head) pair, got {head!r}") from None
+        raise AddkError(f"a head must be a (layer, head) pair, got {head!r}") from None
     return _count(layer, f"layer of head {head!r}"), _count(idx, f"index of head {head!r}")
 
 
@@ -346,7 +348,7 @@ def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in pairs:
         if key in out:
-            raise ValueError(f"duplicate key {key!r} in scan file")
+            raise AddkError(f"duplicate key {key!r} in scan file")
         out[key] = value
     return out
 
@@ -364,15 +366,15 @@ def load_scan_json(path: str | Path) -> RecoveryScan:
         try:
             raw = json.load(fh, object_pairs_hook=_no_duplicate_keys)
         except json.JSONDecodeError as exc:
-            raise ValueError(f"{path}: not valid JSON ({exc})") from exc
+            raise AddkError(f"{path}: not valid JSON ({exc})") from exc
     if not isinstance(raw, dict):
-        raise ValueError(f"{path}: a scan file must hold a JSON object")
+        raise AddkError(f"{path}: a scan file must hold a JSON object")
     missing = [key for key in _REQUIRED_KEYS if key not in raw]
     if missing:
-        raise ValueError(f"{path}: missing required key(s) {missing}")
+        raise AddkError(f"{path}: missing required key(s) {missing}")
     for key in ("correct", "outcomes"):
         if key in raw and not isinstance(raw[key], dict):
-            raise ValueError(f"{path}: {key!r} must map 'layer:head' to lists")
+            raise AddkError(f"{path}: {key!r} must map 'layer:head' to lists")
     meta = {k: v for k, v in raw.items() if k not in (*_REQUIRED_KEYS, "outcomes")}
     try:
         return RecoveryScan(
@@ -385,7 +387,7 @@ def load_scan_json(path: str | Path) -> RecoveryScan:
             meta=meta,
         )
     except ValueError as exc:
-        raise ValueError(f"{path}: {exc}") from exc
+        raise AddkError(f"{path}: {exc}") from exc
 
 
 def save_scan_json(scan: RecoveryScan, path: str | Path, *, outcomes: bool = True) -> Path:
@@ -420,7 +422,7 @@ def mcnemar_one_sided(b: int, d: int) -> float:
 
     b, d = _count(b, "b"), _count(d, "d")
     if b < 0 or d < 0:
-        raise ValueError(f"b and d must be non-negative, got b={b}, d={d}")
+        raise AddkError(f"b and d must be non-negative, got b={b}, d={d}")
     if b + d == 0:
         return 1.0
     return float(binom.sf(b - 1, b + d, 0.5))
@@ -430,9 +432,9 @@ def _step_up(p: Float[np.ndarray, " n_tests"], factor: float) -> Float[np.ndarra
     """min(1, min_{j≥i} factor·N·p_(j)/j), returned in the input order."""
     p = np.asarray(p, dtype=np.float64)
     if p.ndim != 1:
-        raise ValueError(f"p-values must be a 1-D vector, got shape {p.shape}")
+        raise AddkError(f"p-values must be a 1-D vector, got shape {p.shape}")
     if not np.all(np.isfinite(p)) or np.any((p < 0) | (p > 1)):
-        raise ValueError("p-values must be finite and lie in [0, 1]")
+        raise AddkError("p-values must be finite and lie in [0, 1]")
     n = p.size
     if n == 0:
         return p.copy()
@@ -527,18 +529,18 @@ def significant_set(
     Requires per-example outcomes in ``scan.outcomes``.
     """
     if method not in SIGNIFICANCE_METHODS:
-        raise ValueError(
+        raise AddkError(
             f"unknown significance method {method!r}; valid: {', '.join(SIGNIFICANCE_METHODS)}"
         )
     q = _number(q, "q", lo=0.0, hi=1.0)
     if scan.outcomes is None:
-        raise ValueError(
+        raise AddkError(
             "significant_set needs per-example 0/1 outcomes (paired McNemar tests); this scan "
             "has correct-counts only. Re-run or reload the scan with its outcomes."
         )
     m = scan.m
     if m == 0:
-        raise ValueError("significant_set needs at least one positive coefficient in c_grid")
+        raise AddkError("significant_set needs at least one positive coefficient in c_grid")
     from scipy.stats import binom  # lazy: scipy.stats costs ~1 s to import
 
     heads = scan.heads
@@ -726,13 +728,13 @@ def main_set(
     """
     beta = _number(beta, "beta", lo=0.0, hi=1.0)
     if beta == 0.0:
-        raise ValueError("beta must be > 0")
+        raise AddkError("beta must be > 0")
     floor = _number(floor, "floor", lo=0.0, hi=1.0)
     clean_min = _number(clean_min, "clean_min", lo=0.0, hi=1.0)
     minor_z = _number(minor_z, "minor_z")
     max_localized = _count(max_localized, "max_localized")
     if max_localized < 0:
-        raise ValueError(f"max_localized must be ≥ 0, got {max_localized}")
+        raise AddkError(f"max_localized must be ≥ 0, got {max_localized}")
     n = scan.n_eval
     peaks = {h: _peak(scan, h) for h in scan.heads}
 

@@ -23,6 +23,8 @@ from typing import Any
 import torch
 from transformers import LlamaForCausalLM, PreTrainedTokenizerBase
 
+from addk_interp.errors import AddkError
+
 from .config import ModelConfig, TrainConfig
 from .data import addk_eval_prompts, make_batch, token_ids
 from .tokenizer import build_tokenizer, encode_checked, load_tokenizer
@@ -96,7 +98,7 @@ def load_organism(
         raise FileNotFoundError(f"organism weights {weights} are missing")
     digest = sha256_file(weights)
     if digest != manifest["weights"]["sha256"]:
-        raise ValueError(
+        raise AddkError(
             f"organism weights {weights} have sha256 {digest}, but manifest.json records "
             f"{manifest['weights']['sha256']}: the checkpoint is corrupted or was replaced"
         )

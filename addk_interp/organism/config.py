@@ -23,6 +23,8 @@ from typing import Any
 
 from transformers import LlamaConfig
 
+from addk_interp.errors import AddkError
+
 __all__ = [
     "TASK_FAMILIES",
     "ModelConfig",
@@ -53,11 +55,11 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         if self.n_heads % self.n_kv_heads:
-            raise ValueError(
+            raise AddkError(
                 f"n_heads ({self.n_heads}) must be a multiple of n_kv_heads ({self.n_kv_heads})"
             )
         if min(self.d_model, self.n_layers, self.n_heads, self.d_head, self.d_mlp) <= 0:
-            raise ValueError(f"model dimensions must be positive, got {self}")
+            raise AddkError(f"model dimensions must be positive, got {self}")
 
 
 @dataclass(frozen=True)
@@ -101,35 +103,35 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         if self.steps <= 0 or self.batch_size <= 0:
-            raise ValueError("steps and batch_size must be positive")
+            raise AddkError("steps and batch_size must be positive")
         if not 0 <= self.warmup_steps <= self.steps:
-            raise ValueError(f"warmup_steps must be in [0, steps], got {self.warmup_steps}")
+            raise AddkError(f"warmup_steps must be in [0, steps], got {self.warmup_steps}")
         families = [name for name, _ in self.task_mix]
         unknown = sorted(set(families) - set(TASK_FAMILIES))
         if unknown:
-            raise ValueError(
+            raise AddkError(
                 f"unknown task family {unknown} in task_mix; valid families: {list(TASK_FAMILIES)}"
             )
         if len(set(families)) != len(families):
-            raise ValueError(f"task_mix lists a family twice: {families}")
+            raise AddkError(f"task_mix lists a family twice: {families}")
         if not self.task_mix or any(w < 0 for _, w in self.task_mix):
-            raise ValueError("task_mix needs at least one family and non-negative weights")
+            raise AddkError("task_mix needs at least one family and non-negative weights")
         if sum(w for _, w in self.task_mix) <= 0:
-            raise ValueError("task_mix weights must not all be zero")
+            raise AddkError("task_mix weights must not all be zero")
         for name in ("add_k_range", "sub_k_range", "mul_k_range", "x_range", "pairs_range"):
             lo, hi = getattr(self, name)
             if lo > hi:
-                raise ValueError(f"{name} must satisfy lo <= hi, got {(lo, hi)}")
+                raise AddkError(f"{name} must satisfy lo <= hi, got {(lo, hi)}")
         if self.pairs_range[0] < 1:
-            raise ValueError("pairs_range must start at >= 1 pair")
+            raise AddkError("pairs_range must start at >= 1 pair")
         if self.max_seq_len > self.model.max_position_embeddings:
-            raise ValueError(
+            raise AddkError(
                 f"sequences of up to {self.max_seq_len} tokens exceed "
                 f"max_position_embeddings={self.model.max_position_embeddings}"
             )
         for name in ("log_every", "eval_every", "checkpoint_every", "num_threads"):
             if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be positive")
+                raise AddkError(f"{name} must be positive")
 
     @property
     def max_seq_len(self) -> int:
@@ -146,7 +148,7 @@ class TrainConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         extra = sorted(set(data) - known)
         if extra:
-            raise ValueError(f"unknown TrainConfig fields: {extra}")
+            raise AddkError(f"unknown TrainConfig fields: {extra}")
         kwargs: dict[str, Any] = dict(data)
         if "model" in kwargs:
             kwargs["model"] = ModelConfig(**kwargs["model"])

@@ -26,6 +26,8 @@ from jaxtyping import Bool, Int
 from torch import Tensor
 from transformers import PreTrainedTokenizerBase
 
+from addk_interp.errors import AddkError
+
 from .config import TASK_FAMILIES, TrainConfig
 from .tokenizer import MAX_NUMBER
 
@@ -58,7 +60,7 @@ class TokenIds:
         """Token id(s) of integer value(s), refusing values outside 0..MAX_NUMBER."""
         arr = np.asarray(values)
         if arr.size and (arr.min() < 0 or arr.max() > MAX_NUMBER):
-            raise ValueError(
+            raise AddkError(
                 f"numbers must lie in 0..{MAX_NUMBER} to be single tokens, got range "
                 f"[{arr.min()}, {arr.max()}]"
             )
@@ -72,10 +74,10 @@ def token_ids(tok: PreTrainedTokenizerBase) -> TokenIds:
     nums = tok.convert_tokens_to_ids([str(i) for i in range(MAX_NUMBER + 1)])
     base = int(nums[0])
     if list(nums) != list(range(base, base + MAX_NUMBER + 1)):
-        raise ValueError("the tokenizer's number tokens 0..999 are not contiguous ids")
+        raise AddkError("the tokenizer's number tokens 0..999 are not contiguous ids")
     arrow, sep = tok.convert_tokens_to_ids(["->", "#"])
     if tok.unk_token_id in (arrow, sep) or tok.bos_token_id is None or tok.pad_token_id is None:
-        raise ValueError("tokenizer lacks '->', '#', <bos> or <pad>: not the organism tokenizer")
+        raise AddkError("tokenizer lacks '->', '#', <bos> or <pad>: not the organism tokenizer")
     return TokenIds(
         bos=int(tok.bos_token_id),
         pad=int(tok.pad_token_id),
@@ -118,7 +120,7 @@ def apply_rule(family: str, k: int, x: np.ndarray) -> np.ndarray:
         return np.asarray(x - k)
     if family == "mul":
         return np.asarray(x * k)
-    raise ValueError(f"unknown task family {family!r}; valid families: {list(TASK_FAMILIES)}")
+    raise AddkError(f"unknown task family {family!r}; valid families: {list(TASK_FAMILIES)}")
 
 
 def _x_domain(family: str, k: int, x_range: tuple[int, int]) -> np.ndarray:
@@ -137,7 +139,7 @@ def check_data_config(config: TrainConfig) -> None:
     enough distinct x per sequence."""
     for family, weight in config.task_mix:
         if family not in TASK_FAMILIES:
-            raise ValueError(
+            raise AddkError(
                 f"unknown task family {family!r}; valid families: {list(TASK_FAMILIES)}"
             )
         if weight == 0:
@@ -146,14 +148,14 @@ def check_data_config(config: TrainConfig) -> None:
         for k in (k_lo, k_hi):
             dom = _x_domain(family, k, config.x_range)
             if len(dom) < config.pairs_range[1]:
-                raise ValueError(
+                raise AddkError(
                     f"{family} with k={k}: only {len(dom)} distinct x in {config.x_range}, "
                     f"need {config.pairs_range[1]} per sequence"
                 )
             for x in (dom[0], dom[-1]):
                 for v in (int(x), int(apply_rule(family, k, np.asarray(x)))):
                     if not 0 <= v <= MAX_NUMBER:
-                        raise ValueError(
+                        raise AddkError(
                             f"{family} with k={k}, x={x} produces {v}, outside the vocabulary "
                             f"range 0..{MAX_NUMBER}"
                         )
@@ -232,9 +234,9 @@ def addk_eval_prompts(
     lo, hi = x_range
     domain = np.arange(lo, hi + 1)
     if shots + 1 > len(domain):
-        raise ValueError(f"{shots} shots need {shots + 1} distinct x, x_range has {len(domain)}")
+        raise AddkError(f"{shots} shots need {shots + 1} distinct x, x_range has {len(domain)}")
     if not 0 < x_per_k <= len(domain):
-        raise ValueError(f"x_per_k must be in 1..{len(domain)}, got {x_per_k}")
+        raise AddkError(f"x_per_k must be in 1..{len(domain)}, got {x_per_k}")
     rng = np.random.default_rng([seed, shots])
     rows, answers, k_out, x_out = [], [], [], []
     for k in ks:

@@ -27,6 +27,8 @@ from pathlib import Path
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
+from addk_interp.errors import AddkError
+
 __all__ = [
     "BOS",
     "EOS",
@@ -155,12 +157,12 @@ def encode_checked(text: str, tok: PreTrainedTokenizerBase | None = None) -> lis
     for m in _DIGIT_RUN.finditer(text):
         digits = m.group()
         if len(digits) > 3 or int(digits) > MAX_NUMBER:
-            raise ValueError(
+            raise AddkError(
                 f"number {digits!r} at offset {m.start()} is outside the vocabulary "
                 f"(every integer 0..{MAX_NUMBER} is one token; larger numbers are not supported)"
             )
         if len(digits) > 1 and digits[0] == "0":
-            raise ValueError(
+            raise AddkError(
                 f"number {digits!r} at offset {m.start()} has leading zeros; write it as "
                 f"{int(digits)}"
             )
@@ -171,7 +173,7 @@ def encode_checked(text: str, tok: PreTrainedTokenizerBase | None = None) -> lis
     unk = tok.unk_token_id
     bad = [text[s:e] for i, (s, e) in zip(ids, enc["offset_mapping"], strict=True) if i == unk]
     if bad:
-        raise ValueError(
+        raise AddkError(
             f"text contains pieces the organism vocabulary cannot represent: {bad[:5]!r} "
             f"(supported: integers 0..{MAX_NUMBER}, '-', '->', '#' and the separators of the "
             f"formats {sorted(FORMAT_STRINGS)})"

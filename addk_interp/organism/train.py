@@ -51,8 +51,18 @@ from tqdm.auto import tqdm
 from transformers import LlamaForCausalLM, PreTrainedTokenizerBase
 from transformers.utils import logging as hf_logging
 
+from addk_interp.errors import AddkError
+
 from .config import TrainConfig, config_hash, llama_config
-from .data import EVAL_SEED, Batch, TokenIds, addk_eval_prompts, make_batch, token_ids
+from .data import (
+    EVAL_SEED,
+    Batch,
+    TokenIds,
+    addk_eval_prompts,
+    check_data_config,
+    make_batch,
+    token_ids,
+)
 from .tokenizer import build_tokenizer, save_tokenizer
 
 __all__ = [
@@ -326,7 +336,7 @@ def _load_optimizer_tensors(
         if all(v is None for v in keys.values()):
             continue
         if any(v is None for v in keys.values()):
-            raise ValueError(f"incomplete optimizer state for parameter {name}")
+            raise AddkError(f"incomplete optimizer state for parameter {name}")
         opt.state[p] = {k: v.clone() for k, v in keys.items()}
 
 
@@ -419,6 +429,7 @@ def train_organism(
             different config.
     """
     config = config if config is not None else TrainConfig()
+    check_data_config(config)  # refuse bad task settings before anything is written
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     chash = config_hash(config)
@@ -426,7 +437,7 @@ def train_organism(
     if manifest_path.is_file():
         old = json.loads(manifest_path.read_text())
         if old.get("config_sha256") != chash:
-            raise ValueError(
+            raise AddkError(
                 f"{out_dir} already holds an organism trained with a different config; "
                 "use another --out folder"
             )
@@ -468,20 +479,20 @@ def _train(
         state = json.loads((ckpt / "state.json").read_text())
         if state.get("config_sha256") != chash:
             diff = _config_diff(state.get("config", {}), config.to_dict())
-            raise ValueError(
+            raise AddkError(
                 f"cannot resume {ckpt}: it was trained with a different config "
                 f"(differences: {diff}); use the same config or another out_dir"
             )
         for f, digest in state["files_sha256"].items():
             if sha256_file(ckpt / f) != digest:
-                raise ValueError(f"resume checkpoint file {ckpt / f} is corrupted (sha256)")
+                raise AddkError(f"resume checkpoint file {ckpt / f} is corrupted (sha256)")
         weights = safetensors.torch.load_file(ckpt / "model.safetensors")
         missing, unexpected = model.load_state_dict(weights, strict=False)
         missing = [
             m for m in missing if m != "lm_head.weight" or not model.config.tie_word_embeddings
         ]
         if missing or unexpected:
-            raise ValueError(f"resume weights mismatch: missing {missing}, extra {unexpected}")
+            raise AddkError(f"resume weights mismatch: missing {missing}, extra {unexpected}")
         _load_optimizer_tensors(
             model, opt, safetensors.torch.load_file(ckpt / "optimizer.safetensors")
         )
