@@ -112,6 +112,60 @@ def aie(run, sdir: Path):
     return files
 
 
+# ----------------------------------------------------------------------------- projections (§5.4)
+def projections(run, sdir: Path):
+    """Causal projection tests of the scanned analysis heads at their scan c*."""
+    from addk_interp.analyses.projection import c_stars, projection_tests
+    from addk_interp.errors import AddkError
+    from addk_interp.localize.headsets import head_sets
+    from addk_interp.localize.selectors import load_scan_json
+    from addk_interp.store import write_table
+
+    scan_p = run.out / "stages" / "scan" / "scan.json"
+    heads = run.analysis_heads()[: run.budget["max_proj_heads"]]
+    res: dict = {"heads": [list(h) for h in heads]}
+    fits = head_fits(run, heads)
+    heads = [h for h in heads if h in fits]
+    if not heads or not scan_p.exists():
+        res["reason"] = "no scanned analysis head with an identifiable subspace fit"
+        return [write_json(sdir / "projections.json", res)]
+    hs = head_sets(load_scan_json(scan_p))
+    try:
+        cs = c_stars(hs, heads, rule="significant")
+        rule = "significant"
+    except AddkError:
+        cs = c_stars(hs, heads, rule="main")
+        rule = "main"
+    train_m, held_m = run.load_means()
+    tasks = run.family.heldout if held_m is not None else run.family.train
+    means = held_m if held_m is not None else train_m
+    ex = run._examples(tasks, run.budget["n_proj"], "final_eval")
+    arms = [f"{v}_{s}" for v in ("onto", "out") for s in ("full", "parity", "unit", "magnitude")]
+    pr = projection_tests(
+        run.model,
+        ex,
+        means,
+        train_m,
+        heads=heads,
+        c_star=cs,
+        selected=run.selected_heads(),
+        train_tasks=run.family.train,
+        fits=fits,
+        arms=arms,
+        layer=run.layer,
+        fmt=run.cfg.format,
+        batch_size=run.cfg.batch_size,
+        seed=run.cfg.seed,
+        verbose=run.verbose,
+    )
+    d = pr.to_dict()
+    d["c_star_rule"] = rule
+    return [
+        write_json(sdir / "projections.json", d),
+        write_table(sdir / "projections.csv", pr.table()),
+    ]
+
+
 # ----------------------------------------------------------------------------- circuits (§5)
 def circuits(run, sdir: Path):
     from addk_interp.analyses.circuits import (

@@ -59,6 +59,8 @@ STAGE_PRESETS = {
         n_extract=8,
         max_scan_heads=12,
         n_necessity=4,
+        n_proj=6,
+        max_proj_heads=2,
         n_aie=10,
         n_demo=16,
         max_demo_heads=2,
@@ -72,6 +74,8 @@ STAGE_PRESETS = {
         n_extract=3,
         max_scan_heads=4,
         n_necessity=2,
+        n_proj=2,
+        max_proj_heads=1,
         n_aie=2,
         n_demo=6,
         max_demo_heads=1,
@@ -111,6 +115,7 @@ STAGE_DEPS = {
     "subspaces": (*_TASKS,),
     "extraction": (*_TASKS, "preset"),
     "aie": (*_TASKS, "n_eval", "layer", "preset"),
+    "projections": (*_TASKS, "layer", "preset"),
     "circuits": (*_TASKS, "preset"),
     "demos": (*_TASKS, "preset"),
 }
@@ -123,6 +128,7 @@ STAGE_UPSTREAM = {
     "subspaces": ("scan",),
     "extraction": ("scan",),
     "aie": ("localize",),
+    "projections": ("scan",),
     "circuits": ("scan",),
     "demos": ("scan",),
 }
@@ -283,7 +289,7 @@ class Run:
         p = self.out / "stages" / "clean_eval" / "examples.csv"
         if not p.exists():
             return None
-        df = pd.read_csv(p, dtype={"query": str, "answer": str})
+        df = pd.read_csv(p, dtype={"query": str, "answer": str, "pred": str}, keep_default_na=False)
         df = df[df["shots"] == self.cfg.shots]
         by = {
             (t, q, a): r
@@ -619,6 +625,7 @@ class Run:
         self.stage("scan", self.scan)
         self.stage("headsets", self.headsets)
         self.stage("subspaces", self.subspaces)
+        self.stage("projections", lambda d: analysis_stages.projections(self, d))
         self.stage("extraction", self.extraction)
         self.stage("circuits", lambda d: analysis_stages.circuits(self, d))
         self.stage("demos", lambda d: analysis_stages.demos(self, d))

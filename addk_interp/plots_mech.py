@@ -78,6 +78,7 @@ def projection_bars(table, title: str = "Causal projection tests") -> go.Figure:
                 x=g["arm"],
                 y=g["accuracy"],
                 name=str(head),
+                offsetgroup=str(head),
                 error_y=dict(
                     type="data",
                     symmetric=False,
@@ -88,19 +89,19 @@ def projection_bars(table, title: str = "Causal projection tests") -> go.Figure:
             row=1,
             col=1,
         )
-    for col in ("units_only", "tens_only", "both", "non_numeric"):
-        if col in table:
+    for kind in ("units_only", "tens_only", "both", "non_numeric", "other"):
+        col = f"err_{kind}"
+        if col in table and table[col].notna().any():
             fig.add_trace(
                 go.Bar(
                     x=[f"{h} {a}" for h, a in zip(table["head"], table["arm"], strict=True)],
-                    y=table[col] / table["n"].clip(lower=1),
-                    name=col,
+                    y=table[col].fillna(0) / table["n"].clip(lower=1),
+                    name=kind,
                 ),
                 row=1,
                 col=2,
             )
-    fig.update_layout(title=title, barmode="group")
-    fig.update_layout(barmode="relative")
+    fig.update_layout(title=title, barmode="relative")
     return fig
 
 

@@ -39,6 +39,7 @@ def test_run_quick_caches_and_refuses(tmp_path, capsys):
         "scan",
         "headsets",
         "subspaces",
+        "projections",
         "extraction",
         "circuits",
         "demos",
