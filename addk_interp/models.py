@@ -172,7 +172,7 @@ class HookedModel:
         h.update(json.dumps(meta, sort_keys=True).encode())
         with torch.no_grad():
             for w in (self.W_E, self.W_O[-1], self.W_V[0]):
-                flat = w.detach().float().reshape(-1)[:65536].contiguous()
+                flat = w.detach().float().reshape(-1)[:65536].cpu().contiguous()
                 h.update(flat.numpy().tobytes())
         return h.hexdigest()[:16]
 

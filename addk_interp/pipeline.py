@@ -98,6 +98,8 @@ class RunConfig:
     layer: int | None = None
     batch_size: int = 32
     preset: str = "default"
+    device: str = "cpu"
+    dtype: str = "float32"
     extra: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
@@ -148,12 +150,23 @@ def code_version() -> str:
 class Run:
     """Executes the stages of one run directory."""
 
-    def __init__(self, cfg: RunConfig, out: Path, *, verbose: bool = True, force: bool = False):
+    def __init__(
+        self,
+        cfg: RunConfig,
+        out: Path,
+        *,
+        verbose: bool = True,
+        force: bool = False,
+        model=None,
+    ):
+        """``model``: an already loaded ``HookedModel`` (e.g. a multi-GPU HookedTransformer
+        wrapped by ``from_hooked_transformer``) used instead of loading ``cfg.model``; cached
+        stages are keyed by its fingerprint, so another model never reuses them."""
         self.cfg = cfg
         self.out = Path(out)
         self.verbose = verbose
         self.stages: list[dict] = []
-        self._model = None
+        self._model = model
         self._family = None
         self._check_out_dir(force)
 
@@ -198,7 +211,7 @@ class Run:
         if self._model is None:
             from addk_interp.models import load_model
 
-            self._model = load_model(self.cfg.model)
+            self._model = load_model(self.cfg.model, device=self.cfg.device, dtype=self.cfg.dtype)
         return self._model
 
     @property
@@ -689,6 +702,8 @@ def config_from_args(args) -> RunConfig:
         layer=args.layer,
         batch_size=args.batch_size,
         preset="quick" if args.quick else "default",
+        device=args.device,
+        dtype=args.dtype,
     )
     if cfg.family != "add" and not args.k:
         cfg = replace(cfg, k=None if not args.quick else "1-10")
@@ -714,6 +729,8 @@ def add_parser(sub) -> None:
     sp.add_argument("--layer", type=int, default=None, help="injection layer (default ≈ depth/3)")
     sp.add_argument("--batch-size", type=int, default=32)
     sp.add_argument("--quick", action="store_true", help="smoke preset (k=1..10, few prompts)")
+    sp.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
+    sp.add_argument("--dtype", default="float32", help="float32 | bfloat16 | float16")
     sp.add_argument("--force", action="store_true")
     sp.add_argument("--quiet", action="store_true")
     sp.set_defaults(func=_run_cmd)
