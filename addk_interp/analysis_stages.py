@@ -83,31 +83,32 @@ def aie(run, sdir: Path):
     files = [res.save(sdir / "aie.safetensors")]
     n_all = run.model.n_layers * run.model.n_heads
     ks = sorted({max(1, len(run.selected_heads())), max(1, round(0.02 * n_all))})
-    eval_tasks = run.family.heldout if held_m is not None else run.family.train
-    means = held_m if held_m is not None else train_m
     summary: dict = {
         "n_corrupted_prompts": len(examples),
         "ranking_top": [list(h) for h in res.ranking()[: max(ks)]],
         "selected": [list(h) for h in run.selected_heads()],
     }
-    if held_m is None:
-        summary["note"] = "no held-out tasks: top-k FV evaluated on training tasks (leaky)"
-    ex = run._examples(eval_tasks, run.cfg.n_eval, "final_eval")
-    top = aie_topk_eval(
-        run.model,
-        res,
-        ex,
-        means,
-        ks=ks,
-        layer=run.layer,
-        fmt=run.cfg.format,
-        batch_size=run.cfg.batch_size,
-        seed=run.cfg.seed,
-        clean=run.clean_results(ex),
-    )
-    summary["topk"] = {str(k): s.to_dict() for k, s in top.items()}
     sel = {tuple(h) for h in run.selected_heads()}
     summary["overlap_with_selected"] = {str(k): len(sel & set(res.top(k))) for k in ks}
+    if held_m is None:
+        # the ranking used every training task: scoring them would leak; say so instead
+        summary["topk"] = {}
+        summary["reason"] = "no held-out tasks: the top-k FV needs tasks not used for ranking"
+    else:
+        ex = run._examples(run.family.heldout, run.cfg.n_eval, "final_eval")
+        top = aie_topk_eval(
+            run.model,
+            res,
+            ex,
+            held_m,
+            ks=ks,
+            layer=run.layer,
+            fmt=run.cfg.format,
+            batch_size=run.cfg.batch_size,
+            seed=run.cfg.seed,
+            clean=run.clean_results(ex),
+        )
+        summary["topk"] = {str(k): s.to_dict() for k, s in top.items()}
     files.append(write_json(sdir / "aie_summary.json", summary))
     return files
 

@@ -190,7 +190,7 @@ def _selfcorr(run):
 
 def _aie(run):
     a = _json(run, "aie", "aie_summary.json")
-    return None if a is None else plots_mech.aie_bars(a)
+    return plots_mech.aie_bars(a) if a and a.get("topk") else None
 
 
 FIGURES: tuple[FigureSpec, ...] = (

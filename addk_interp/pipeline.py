@@ -623,12 +623,24 @@ class Run:
         return [write_json(sdir / "extraction.json", res)]
 
     # ------------------------------------------------------------------ main
+    def validate(self) -> None:
+        """Tasks, prompt format, injection layer and that one n-shot prompt per task can be
+        sampled and fits the context: every refusal here comes before anything is written."""
+        from addk_interp.prompts import encode_examples
+        from addk_interp.tasks import get_format
+
+        _ = self.family  # tasks first: no model load for a bad task spec
+        get_format(self.cfg.format)
+        _ = self.layer
+        probe = self._examples(list(self.family.tasks), 1, "validate")
+        encode_examples(self.model, probe, self.cfg.format)
+
     def execute(self) -> Path:
         from addk_interp import analysis_stages
         from addk_interp.report import write_report
 
         t0 = time.time()
-        _ = self.family  # validate tasks before loading the model
+        self.validate()  # nothing is written before the inputs are known to be usable
         self.out.mkdir(parents=True, exist_ok=True)
         write_json(self.out / "run.json", {"model": self.cfg.model, "config": self.cfg.to_dict()})
         self.stage("clean_eval", self.clean_eval)

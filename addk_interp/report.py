@@ -110,7 +110,9 @@ def _tables_and_notes(run) -> tuple[list[tuple[str, pd.DataFrame]], list[str]]:
     if rows:
         tables.append(("Offset read-out and self-correction", pd.DataFrame(rows)))
     aie = js("aie", "aie_summary.json")
-    if aie is not None:
+    if aie is not None and aie.get("reason"):
+        notes.append(f"AIE baseline: {aie['reason']}")
+    if aie is not None and aie.get("topk"):
         tables.append(
             (
                 "AIE baseline: top-k FV",
