@@ -45,40 +45,58 @@ from addk_interp.errors import AddkError
 from addk_interp.store import read_json, write_json, write_table
 
 PRESETS = {
-    "default": dict(k="1-30", n_eval=20, n_capture=20),
-    "quick": dict(k="1-10", n_eval=6, n_capture=6),
+    "default": dict(k="1-30", n_eval=10, n_capture=10),
+    "quick": dict(k="1-10", n_eval=4, n_capture=4),
+    # the paper's protocol sizes (spec §3.3, §4): for a GPU and a model that solves the task
+    "paper": dict(k="1-30", n_eval=100, n_capture=100),
 }
-# localization / analysis budgets per preset (gate preset, scan size, c grid, prompts)
+# localization / analysis budgets per preset (gate preset, scan size, c grid, prompts), sized
+# so that a default run of Gemma-3-270m fits in ≈10 minutes on 2 CPU cores (README)
 STAGE_PRESETS = {
     "default": dict(
         gates="default",
         gate_overrides={},
-        n_scan=8,
-        c_max=8,
+        n_scan=3,
+        c_max=6,
         n_random=20,
-        n_extract=8,
-        max_scan_heads=12,
+        n_extract=4,
+        max_scan_heads=6,
         n_necessity=4,
         n_proj=6,
         max_proj_heads=2,
         n_aie=10,
-        n_demo=16,
-        max_demo_heads=2,
+        n_demo=12,
+        max_demo_heads=1,
     ),
     "quick": dict(
         gates="default",
-        gate_overrides=dict(epochs=3, n_items=96, n_monitor=2),
-        n_scan=3,
+        gate_overrides=dict(epochs=2, n_items=64, n_monitor=2),
+        n_scan=2,
         c_max=4,
         n_random=5,
-        n_extract=3,
-        max_scan_heads=4,
-        n_necessity=2,
+        n_extract=2,
+        max_scan_heads=3,
+        n_necessity=1,
         n_proj=2,
         max_proj_heads=1,
         n_aie=2,
-        n_demo=6,
+        n_demo=4,
         max_demo_heads=1,
+    ),
+    "paper": dict(
+        gates="paper",
+        gate_overrides={},
+        n_scan=100,
+        c_max=20,
+        n_random=20,
+        n_extract=40,
+        max_scan_heads=64,
+        n_necessity=100,
+        n_proj=100,
+        max_proj_heads=3,
+        n_aie=625,
+        n_demo=200,
+        max_demo_heads=3,
     ),
 }
 
@@ -699,7 +717,10 @@ class Run:
 
 
 def config_from_args(args) -> RunConfig:
-    preset = PRESETS["quick" if args.quick else "default"]
+    name = "quick" if args.quick else args.preset
+    if args.quick and args.preset not in ("default", "quick"):
+        raise AddkError("--quick and --preset are exclusive")
+    preset = PRESETS[name]
     cfg = RunConfig(
         model=args.model,
         family=args.family,
@@ -713,12 +734,12 @@ def config_from_args(args) -> RunConfig:
         seed=args.seed,
         layer=args.layer,
         batch_size=args.batch_size,
-        preset="quick" if args.quick else "default",
+        preset=name,
         device=args.device,
         dtype=args.dtype,
     )
     if cfg.family != "add" and not args.k:
-        cfg = replace(cfg, k=None if not args.quick else "1-10")
+        cfg = replace(cfg, k=None if name != "quick" else "1-10")
     for name in ("shots", "n_eval", "n_capture", "batch_size"):
         if getattr(cfg, name) <= 0:
             raise AddkError(f"--{name.replace('_', '-')} must be positive")
@@ -741,6 +762,12 @@ def add_parser(sub) -> None:
     sp.add_argument("--layer", type=int, default=None, help="injection layer (default ≈ depth/3)")
     sp.add_argument("--batch-size", type=int, default=32)
     sp.add_argument("--quick", action="store_true", help="smoke preset (k=1..10, few prompts)")
+    sp.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        default="default",
+        help="budgets: default (≈10 min CPU on Gemma-3-270m), quick, paper (GPU; spec sizes)",
+    )
     sp.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
     sp.add_argument("--dtype", default="float32", help="float32 | bfloat16 | float16")
     sp.add_argument("--force", action="store_true")
