@@ -77,3 +77,58 @@ def test_head_sum_identity_default():
             :, b.query_pos
         ]
         assert (heads - inc).abs().max().item() <= 1e-4 * max(1.0, inc.abs().max().item())
+
+
+def _gemma_batch(n=4, seed=0):
+    m = model("default")
+    enc = encode_examples(m, _examples(3, 5, ks=(1, 2)))
+    b = max(make_batches(enc, n), key=len)
+    return m, b
+
+
+def test_noop_and_gate_identities_default():
+    """On the real post-norm model: zero injection, replacing every head by its own z, gates
+    at 1 with source = own run and scaling by 1 are no-ops; gates at 0 = the target run and at
+    1 = replacing by the source; an intervention at the query leaves earlier positions alone."""
+    from addk_interp.hooks import interventions as iv
+    from addk_interp.hooks.capture import capture_z
+
+    m, b = _gemma_batch()
+    q = b.query_pos
+    with torch.no_grad():
+        base = m.logits_at(b.tokens, b.score_positions)
+        z_own = capture_z(m, b.tokens, q)[:, 0]
+        every = [(la, h) for la in range(m.n_layers) for h in range(m.n_heads)]
+        ones = torch.ones(m.n_layers, m.n_heads)
+        tol = 1e-4 * max(1.0, base.abs().max().item())
+        for hooks in (
+            iv.inject(m, torch.zeros(m.info.d_model), q, 6),
+            iv.replace_heads(m, every, q, z_own),
+            iv.gate_heads(m, ones, q, z_own),
+            iv.scale_heads(m, every, q, 1.0),
+        ):
+            assert (m.logits_at(b.tokens, b.score_positions, hooks) - base).abs().max() <= tol
+        z_src = z_own.flip(0)  # another prompt's heads (same length)
+        out0 = m.logits_at(b.tokens, b.score_positions, iv.gate_heads(m, 0 * ones, q, z_src))
+        assert (out0 - base).abs().max() <= tol
+        rep = m.logits_at(b.tokens, b.score_positions, iv.replace_heads(m, every, q, z_src))
+        out1 = m.logits_at(b.tokens, b.score_positions, iv.gate_heads(m, ones, q, z_src))
+        assert (out1 - rep).abs().max() <= tol and (rep - base).abs().max() > 1e-2
+        names = [f"blocks.{la}.hook_resid_post" for la in (6, 11, 17)]
+        ref = m.run_collect(b.tokens, names)
+        v = torch.randn(m.info.d_model, generator=torch.Generator().manual_seed(0)) * 50
+        hooked = m.run_collect(b.tokens, names, fwd_hooks=iv.inject(m, v, q, 6))
+        for n in names:
+            assert torch.equal(ref[n][:, :q], hooked[n][:, :q])
+            assert (ref[n][:, q] - hooked[n][:, q]).abs().max() > 1e-3
+
+
+def test_batched_capture_equals_single_default():
+    from addk_interp.hooks.capture import capture_means
+
+    m = model("default")
+    ex = _examples(2, 3, ks=(1, 7))
+    batched = capture_means(m, ex, batch_size=8, verbose=False)
+    single = capture_means(m, ex, batch_size=1, verbose=False)
+    assert torch.equal(batched.counts, single.counts)
+    assert (batched.means - single.means).abs().max() <= 1e-4 * batched.means.abs().max()
