@@ -115,6 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
         "addk_interp.hooks.fv_cli",
         "addk_interp.localize.heads_cli",
         "addk_interp.organism.cli",
+        "addk_interp.run_summary",
     ):
         if importlib.util.find_spec(extra) is None:
             continue

@@ -74,3 +74,21 @@ def test_example_script_writes_its_figure(organism_run):
     assert r.returncode == 0, r.stderr[-2000:]
     html = organism_run.out / "figures" / "fig24_self_correction.html"
     assert html.exists() and str(html) in r.stdout
+
+
+def test_summary_lists_the_headline_numbers(organism_run, capsys):
+    from addk_interp.cli import main
+
+    assert main(["summary", str(organism_run.out)]) == 0
+    out = capsys.readouterr().out
+    for phrase in (
+        "selected heads",
+        "main heads",
+        "necessity",
+        "PCs for 95%",
+        "label share",
+        "self-correction",
+        "AIE top-",
+    ):
+        assert phrase in out, phrase
+    assert main(["summary", str(organism_run.out / "stages")]) == 2

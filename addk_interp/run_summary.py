@@ -1,0 +1,243 @@
+"""``addk-interp summary DIR``: the headline numbers of a finished run, as a table.
+
+Not a step of the method: it reads the saved stage results of a run directory (nothing is
+recomputed) and lists, per quantity, the value and the file it came from — the table the
+README's results sections are copied from. Cost: milliseconds.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from addk_interp.errors import AddkError
+
+
+def _h(h) -> str:
+    if isinstance(h, str):
+        return "L" + h.replace(".", "H").replace(":", "H")
+    return f"L{h[0]}H{h[1]}"
+
+
+def _f(x) -> str:
+    return "n/a" if x is None else f"{x:.2f}"
+
+
+def _ci(acc, lo, hi) -> str:
+    return f"{acc:.2f} [{lo:.2f}, {hi:.2f}]"
+
+
+def summarize_run(out: str | Path) -> list[tuple[str, str, str]]:
+    """(quantity, value, source file) rows for a run directory."""
+    out = Path(out)
+    st = out / "stages"
+    if not (out / "manifest.json").exists():
+        raise AddkError(f"{out} holds no finished run (no manifest.json)")
+
+    def js(stage, name):
+        p = st / stage / name
+        return json.loads(p.read_text()) if p.exists() else None
+
+    man = json.loads((out / "manifest.json").read_text())
+    rows: list[tuple[str, str, str]] = []
+    add = rows.append
+    add(("model", f"{man['model']['name']} ({man['model']['fingerprint']})", "manifest.json"))
+    add(("wall time (s), all stages", f"{man['wall_s']:.0f}", "manifest.json"))
+    acc = pd.read_csv(st / "clean_eval" / "accuracy.csv")
+    for shots, g in acc.groupby("shots"):
+        for split, gg in g.groupby("split"):
+            add(
+                (
+                    f"clean {shots}-shot accuracy, {split} tasks (mean over k)",
+                    f"{gg['accuracy'].mean():.3f}",
+                    "clean_eval/accuracy.csv",
+                )
+            )
+    fv = pd.read_csv(st / "fv_eval" / "fv_summary.csv")
+    for _, r in fv.iterrows():
+        add(
+            (
+                f"FV {r['condition']} ({r['split']}), injected at layer {r['layer']}",
+                _ci(r["fv_accuracy"], r["ci_low"], r["ci_high"]),
+                "fv_eval/fv_summary.csv",
+            )
+        )
+    sel = js("localize", "selected.json")
+    if sel:
+        add(
+            (
+                f"selected heads ({sel['rule']} cut)",
+                f"{len(sel['heads'])}: " + ", ".join(_h(h) for h in sel["heads"]),
+                "localize/selected.json",
+            )
+        )
+    hs = js("scan", "headsets.json")
+    if hs:
+        tests = (hs.get("significant") or {}).get("tests") or {}
+        sig = [k for k, t in tests.items() if isinstance(t, dict) and t.get("significant")]
+        add(("scanned heads", f"{len(hs.get('scanned', []))}", "scan/headsets.json"))
+        add(
+            (
+                "significant heads (McNemar + BH)",
+                f"{len(sig)}" + (": " + ", ".join(_h(k) for k in sig) if sig else ""),
+                "scan/headsets.json",
+            )
+        )
+        m = hs.get("main") or {}
+        gains = m.get("gains") or {}
+        add(
+            (
+                "main heads (quarter-of-best-gain) [gain]",
+                ", ".join(
+                    f"{_h(h)} [{gains.get(f'{h[0]}:{h[1]}', gains.get(f'{h[0]}.{h[1]}', float('nan'))):.2f}]"
+                    for h in m.get("main", [])
+                )
+                or "none",
+                "scan/headsets.json",
+            )
+        )
+        add(("verdict", str(m.get("verdict")), "scan/headsets.json"))
+    p = st / "headsets" / "headset_summary.csv"
+    if p.exists():
+        for _, r in pd.read_csv(p).iterrows():
+            add(
+                (
+                    f"head-set FV: {r['condition']}",
+                    _ci(r["accuracy"], r["ci_low"], r["ci_high"]),
+                    "headsets/headset_summary.csv",
+                )
+            )
+    nec = js("headsets", "necessity.json")
+    if nec:
+        ra = nec.get("random_accs") or []
+        add(
+            (
+                "necessity: clean → main heads ablated (random subsets median)",
+                f"{nec['clean_acc']:.2f} → {nec['main_acc']:.2f}"
+                + (f" ({pd.Series(ra).median():.2f}, n={len(ra)})" if ra else "")
+                + f"; {nec.get('verdict')}",
+                "headsets/necessity.json",
+            )
+        )
+    sub = js("subspaces", "subspaces.json") or {}
+    for d in sub.get("per_head") or []:
+        r2 = d.get("r2") or {}
+        add(
+            (
+                f"{_h(d['head'])}: PCs for 95% / R² per target / peak periods",
+                f"{d['pcs_to_95']} / "
+                + ", ".join(f"{k} {v:.2f}" for k, v in r2.items())
+                + f" / {', '.join(f'{p:g}' for p in d['peak_periods'][:5])}",
+                "subspaces/subspaces.json",
+            )
+        )
+    p = st / "projections" / "projections.csv"
+    if p.exists():
+        t = pd.read_csv(p)
+        for head, g in t.groupby("head"):
+            add(
+                (
+                    f"{_h(str(head))}: projection arms (accuracy)",
+                    ", ".join(f"{a} {x:.2f}" for a, x in zip(g["arm"], g["accuracy"], strict=True)),
+                    "projections/projections.csv",
+                )
+            )
+    ext = js("extraction", "extraction.json") or {}
+    for h, d in (ext.get("per_head") or {}).items():
+        ls = d.get("label_share") or {}
+        if ls.get("mean") is not None:
+            add(
+                (
+                    f"{_h(h)}: label share of the task signal",
+                    _ci(ls["mean"], ls["ci_low"], ls["ci_high"])
+                    + f" (identity rel. error ≤ {d.get('identity_max_rel_error', float('nan')):.1e})",
+                    "extraction/extraction.json",
+                )
+            )
+        roles = d.get("roles") or {}
+        top = sorted(roles, key=lambda r: -abs((roles[r] or {}).get("mean") or 0))[:3]
+        if top:
+            add(
+                (
+                    f"{_h(h)}: largest role shares",
+                    ", ".join(f"{r} {roles[r]['mean']:.2f}" for r in top),
+                    "extraction/extraction.json",
+                )
+            )
+    cir = js("circuits", "circuits.json") or {}
+    for h, d in (cir.get("per_head") or {}).items():
+        rm = d["qk"]["role_mass"]
+        top = sorted(rm, key=lambda r: -(rm[r] or 0))[:2]
+        add(
+            (
+                f"{_h(h)}: query-row attention by role (top 2)",
+                ", ".join(f"{r} {rm[r]:.2f}" for r in top),
+                "circuits/circuits.json",
+            )
+        )
+        dec = d.get("ov_decomposition")
+        if dec:
+            add(
+                (
+                    f"{_h(h)}: OV of label residuals, variance in unit / magnitude parts",
+                    f"{dec['fraction'].get('unit', 0):.2f} / {dec['fraction'].get('magnitude', 0):.2f}",
+                    "circuits/circuits.json",
+                )
+            )
+    dem = js("demos", "demos.json") or {}
+    if dem.get("reason"):
+        add(("demos", dem["reason"], "demos/demos.json"))
+    for h, d in (dem.get("per_head") or {}).items():
+        r = d.get("offset_readout")
+        if r:
+            add(
+                (
+                    f"{_h(h)}: offset read-out accuracy (chance) / corr with own offset, with k",
+                    f"{r['accuracy']:.2f} ({r['chance']:.2f}) / {_f(r['corr_own_offset'])}, "
+                    f"{_f(r['corr_query_k'])}",
+                    "demos/demos.json",
+                )
+            )
+        sc = d.get("self_correction")
+        if sc:
+            a = sc.get("accuracy") or {}
+            js_ = [f"j{j}" for j in range(sc["shots"])]
+            add(
+                (
+                    f"{_h(h)}: self-correction (accuracy clean → wrong label at demo 1..n; shuffled)",
+                    f"{a.get('clean', float('nan')):.2f} → "
+                    + " ".join(f"{a.get(j, float('nan')):.2f}" for j in js_)
+                    + f"; shuffled {a.get('shuffled', float('nan')):.2f}; verdict {sc['verdict']}",
+                    "demos/demos.json",
+                )
+            )
+    aie = js("aie", "aie_summary.json")
+    if aie:
+        for k, v in (aie.get("topk") or {}).items():
+            add(
+                (
+                    f"AIE top-{k} FV (held-out) / overlap with selected",
+                    _ci(v["accuracy"], v["ci_low"], v["ci_high"])
+                    + f" / {aie['overlap_with_selected'].get(k)}",
+                    "aie/aie_summary.json",
+                )
+            )
+        if aie.get("reason"):
+            add(("AIE", aie["reason"], "aie/aie_summary.json"))
+    stages = ", ".join(f"{s['name']} {s.get('wall_s', 0):.0f}" for s in man["stages"])
+    add(("wall seconds per stage", stages, "manifest.json"))
+    return rows
+
+
+def to_markdown(rows) -> str:
+    lines = ["| quantity | value | from |", "|---|---|---|"]
+    lines += [f"| {q} | {v} | `{s}` |" for q, v, s in rows]
+    return "\n".join(lines)
+
+
+def add_parser(sub) -> None:
+    sp = sub.add_parser("summary", help="headline numbers of a finished run (markdown)")
+    sp.add_argument("out", help="run directory")
+    sp.set_defaults(func=lambda a: print(to_markdown(summarize_run(a.out))) or 0)
