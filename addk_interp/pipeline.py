@@ -154,6 +154,27 @@ STAGE_UPSTREAM = {
 }
 
 
+def _reset_peak_rss() -> None:
+    """Linux: reset the process's peak RSS (VmHWM) so each stage reports its own peak."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
+
+
+def _peak_rss_mb() -> float:
+    """Peak RSS since the last reset (VmHWM), else the process's lifetime peak."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
 @functools.cache
 def code_version() -> str:
     """``__version__`` + a hash of the package's source: editing the code invalidates caches."""
@@ -262,13 +283,14 @@ class Run:
             self.stages.append(rec)
             return
         t0 = time.time()
+        _reset_peak_rss()
         files = fn(sdir)
         rec = {
             "name": name,
             "status": "done",
             "key": key,
             "wall_s": round(time.time() - t0, 2),
-            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            "peak_rss_mb": _peak_rss_mb(),
             "files": [str(Path(f).relative_to(self.out)) for f in files],
         }
         write_json(done, rec)
@@ -674,13 +696,14 @@ class Run:
         self.stage("demos", lambda d: analysis_stages.demos(self, d))
         self.stage("aie", lambda d: analysis_stages.aie(self, d))
         t1 = time.time()
+        _reset_peak_rss()
         report = write_report(self)
         self.stages.append(
             {
                 "name": "report",
                 "status": "done",
                 "wall_s": round(time.time() - t1, 2),
-                "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+                "peak_rss_mb": _peak_rss_mb(),
                 "files": [report.name],
             }
         )
@@ -712,6 +735,7 @@ class Run:
                 },
                 "stages": self.stages,
                 "wall_s": round(wall, 2),
+                "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
             },
         )
 
