@@ -20,10 +20,12 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import itertools
 import json
 import os
 import shutil
 from collections.abc import Callable, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -92,6 +94,9 @@ class ModelInfo:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+_HOOK_LEVELS = itertools.count(1_000_000)  # one level per hooks() block, removed on exit
 
 
 class HookedModel:
@@ -271,9 +276,34 @@ class HookedModel:
         return mod.w, float(self.model.cfg.eps)
 
     # ------------------------------------------------------------------ running
+    def hook_point(self, name: str):
+        """The resolved ``HookPoint`` of a TL hook name (aliases included); cached, because the
+        bridge rebuilds its whole hook dictionary on every lookup (~14 ms on Gemma-3-270m)."""
+        points = self.__dict__.setdefault("_hook_points", {})
+        if name not in points:
+            table = self.__dict__.get("_hook_table")
+            if table is None:
+                table = self.__dict__["_hook_table"] = dict(self.model.hook_dict)
+            if name not in table:
+                raise AddkError(f"unknown hook point {name!r}")
+            points[name] = table[name]
+        return points[name]
+
+    @contextmanager
     def hooks(self, fwd_hooks: Sequence[tuple[str, Callable]]):
-        """Context manager installing TL hooks; always removed, even on exceptions."""
-        return self.model.hooks(fwd_hooks=list(fwd_hooks))
+        """Context manager attaching TL forward hooks straight to their resolved hook points
+        at a fresh level; they are removed on exit, even on exceptions."""
+        level = next(_HOOK_LEVELS)
+        touched = []
+        try:
+            for name, fn in fwd_hooks:
+                hp = self.hook_point(name)
+                hp.add_hook(fn, dir="fwd", level=level)
+                touched.append(hp)
+            yield
+        finally:
+            for hp in touched:
+                hp.remove_hooks(dir="fwd", level=level)
 
     def _final_norm(self):
         return self.model.ln_final

@@ -27,3 +27,39 @@ def add_batches(model, n_per_task=8, shots=5, ks=(1, 2, 5, 10), batch_size=16, s
     fam = arithmetic_family("add", ks=list(ks))
     ex = sample_family(fam, fam.tasks, n_per_task, shots, seed=seed, kind="bench")
     return ex, make_batches(encode_examples(model, ex), batch_size)
+
+
+def now():
+    """(wall, this process's CPU time) in seconds, as a numpy pair; differences of two are
+    durations on both clocks."""
+    import numpy as np
+
+    return np.array([time.perf_counter(), time.process_time()])
+
+
+def machine_info() -> dict:
+    """Cores, torch threads, load and versions, for benchmark records."""
+    import platform
+
+    import torch
+
+    try:
+        affinity = len(os.sched_getaffinity(0))
+    except AttributeError:
+        affinity = None
+    cpu = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), "")
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "cores_usable": affinity,
+        "torch_threads": torch.get_num_threads(),
+        "loadavg": list(os.getloadavg()),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "platform": platform.platform(),
+    }

@@ -49,13 +49,11 @@ backward. Presets (``PRESETS``): ``paper`` (800 steps of 128) and ``default`` (1
 from __future__ import annotations
 
 import hashlib
-import itertools
 import json
 import math
 import random
 import time
 from collections.abc import Callable, Sequence
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -236,9 +234,6 @@ class _Stop(Exception):
     """Ends a forward pass from inside a hook."""
 
 
-_HOOK_LEVELS = itertools.count(1_000_000)
-
-
 def _final_hidden(x):
     return x[0] if isinstance(x, tuple) else x
 
@@ -257,8 +252,6 @@ class UpperForward:
     def __init__(self, model):
         self.model = model
         self._kwargs: dict[int, dict[int, dict]] = {}
-        self._points: dict[str, Any] = {}
-        self._hook_dict: dict | None = None
         blocks = getattr(model.model, "blocks", None)
         self.supported = (
             model.backend in ("bridge", "hooked")
@@ -267,30 +260,9 @@ class UpperForward:
         )
 
     # ------------------------------------------------------------------ hooks
-    def _point(self, name: str):
-        if name not in self._points:
-            if self._hook_dict is None:
-                self._hook_dict = dict(self.model.model.hook_dict)
-            hp = self._hook_dict.get(name)
-            if hp is None:
-                raise AddkError(f"unknown hook point {name!r}")
-            self._points[name] = hp
-        return self._points[name]
-
-    @contextmanager
     def hooks(self, fwd_hooks: Sequence[tuple[str, Callable]] = ()):
         """Attach ``(name, fn)`` forward hooks for the duration of the block; always removed."""
-        level = next(_HOOK_LEVELS)
-        touched = []
-        try:
-            for name, fn in fwd_hooks:
-                hp = self._point(name)
-                hp.add_hook(fn, dir="fwd", level=level)
-                touched.append(hp)
-            yield
-        finally:
-            for hp in touched:
-                hp.remove_hooks(dir="fwd", level=level)
+        return self.model.hooks(fwd_hooks)
 
     # ------------------------------------------------------------------ running
     def block_inputs(
