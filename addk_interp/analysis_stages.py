@@ -180,13 +180,13 @@ def circuits(run, sdir: Path):
     from addk_interp.errors import AddkError
     from addk_interp.prompts import encode_examples, make_batches
 
-    heads = run.analysis_heads()
+    heads = run.analysis_heads()[: run.budget["max_proj_heads"]]
     fits = head_fits(run, heads)
     res: dict = {"heads": [list(h) for h in heads], "per_head": {}}
     if not heads:
         res["reason"] = "no analysis heads"
         return [write_json(sdir / "circuits.json", res)]
-    ex = run._examples(run.family.train, run.budget["n_extract"], "circuits", seed=1)
+    ex = run._examples(run.family.train, run.budget["n_circuit"], "circuits", seed=1)
     batches = make_batches(encode_examples(run.model, ex, run.cfg.format), run.cfg.batch_size)
     numbers = list(range(0, 131))
     try:
