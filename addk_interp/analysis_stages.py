@@ -157,6 +157,7 @@ def projections(run, sdir: Path):
         fmt=run.cfg.format,
         batch_size=run.cfg.batch_size,
         seed=run.cfg.seed,
+        decode_extra=1,  # one token past the answer: enough to see a longer number
         verbose=run.verbose,
     )
     d = pr.to_dict()
