@@ -738,7 +738,8 @@ class Run:
                 },
                 "stages": self.stages,
                 "wall_s": round(wall, 2),
-                "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+                # the per-stage peaks reset the kernel's high-water mark, so the run's is their max
+                "peak_rss_mb": max([s.get("peak_rss_mb", 0.0) for s in self.stages] + [0.0]),
             },
         )
 
