@@ -21,8 +21,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
 from addk_interp.store import write_json
 
 Head = tuple[int, int]
@@ -33,23 +31,24 @@ def _hkey(h: Head) -> str:
 
 
 def head_fits(run, heads: list[Head]) -> dict[Head, object]:
-    """The fitted six-target subspace of each head (train + held-out task means, by k);
-    heads whose fit is not identifiable are left out (their error is in subspaces.json)."""
-    from addk_interp.analyses.periodic import fit_subspace_from_means
-    from addk_interp.analyses.summary import merged_means
+    """The fitted six-target subspace of each head (``projection.fit_for_head`` on the train +
+    held-out task means, by k), computed once per run object; heads whose fit is not
+    identifiable are left out (their error is in subspaces.json)."""
+    from addk_interp.analyses.projection import fit_for_head
 
+    cache = run.__dict__.setdefault("_subspace_fits", {})
     train_m, held_m = run.load_means()
-    means, tasks = merged_means(train_m, held_m)
-    ks = [run.family.tasks[t].k for t in tasks]
-    out = {}
-    if any(k is None for k in ks):
-        return out
+    parts = [train_m] if held_m is None else [train_m, held_m]
+    ks = {t: run.family.tasks[t].k for m in parts for t in m.tasks}
+    if any(k is None for k in ks.values()):
+        return {}
     for h in heads:
-        try:
-            out[h] = fit_subspace_from_means(means[:, h[0], h[1]].double().numpy(), ks, head=h)
-        except ValueError:
-            continue
-    return out
+        if h not in cache:
+            try:
+                cache[h] = fit_for_head(parts, ks, h)
+            except ValueError:
+                cache[h] = None
+    return {h: cache[h] for h in heads if cache[h] is not None}
 
 
 # ----------------------------------------------------------------------------- AIE (§4.7)
@@ -282,12 +281,3 @@ def demos(run, sdir: Path):
         d["self_correction"] = sc.to_dict(include_arrays=True)
         res["per_head"][_hkey(h)] = d
     return [write_json(sdir / "demos.json", res)]
-
-
-def finite(x) -> float | None:
-    """JSON-safe float (None for NaN / inf)."""
-    try:
-        v = float(x)
-    except (TypeError, ValueError):
-        return None
-    return v if np.isfinite(v) else None

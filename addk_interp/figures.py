@@ -11,12 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import pandas as pd
 
 from addk_interp import plots, plots_mech
-from addk_interp.store import read_json
+from addk_interp.store import stage_json
 
 
 @dataclass(frozen=True)
@@ -32,8 +33,7 @@ def _st(run) -> Path:
 
 
 def _json(run, stage: str, name: str):
-    p = _st(run) / stage / name
-    return read_json(p) if p.exists() else None
+    return stage_json(run.out, stage, name)
 
 
 def _accuracy(run):
@@ -128,69 +128,19 @@ def _projections(run):
     return plots_mech.projection_bars(t) if len(t) else None
 
 
-def _circuits(run):
-    c = _json(run, "circuits", "circuits.json")
-    return c if c and c.get("per_head") else None
+def _json_figure(stage: str, name: str, plot: Callable, needs: str = "per_head") -> Callable:
+    """A builder drawing ``plot(d)`` from a stage's JSON ``d`` when ``d[needs]`` is non-empty."""
+
+    def build(run):
+        d = _json(run, stage, name)
+        return plot(d) if d and d.get(needs) else None
+
+    return build
 
 
-def _qk_roles(run):
-    c = _circuits(run)
-    return None if c is None else plots_mech.qk_roles(c)
-
-
-def _qk_labels(run):
-    c = _circuits(run)
-    return None if c is None else plots_mech.qk_label_scores(c)
-
-
-def _ov_emb(run):
-    c = _circuits(run)
-    return None if c is None else plots_mech.ov_numbers(c, "ov_embedding")
-
-
-def _ov_lab(run):
-    c = _circuits(run)
-    return None if c is None else plots_mech.ov_numbers(c, "ov_label")
-
-
-def _extraction(run):
-    e = _json(run, "extraction", "extraction.json")
-    return e if e and e.get("per_head") else None
-
-
-def _shares(run):
-    e = _extraction(run)
-    return None if e is None else plots.share_bars(e)
-
-
-def _alignment(run):
-    e = _extraction(run)
-    return None if e is None else plots_mech.label_alignment(e)
-
-
-def _demos(run):
-    d = _json(run, "demos", "demos.json")
-    return d if d and d.get("per_head") else None
-
-
-def _trajectories(run):
-    d = _demos(run)
-    return None if d is None else plots_mech.demo_trajectories(d)
-
-
-def _offsets(run):
-    d = _demos(run)
-    return None if d is None else plots_mech.offset_readout(d)
-
-
-def _selfcorr(run):
-    d = _demos(run)
-    return None if d is None else plots_mech.self_correction(d)
-
-
-def _aie(run):
-    a = _json(run, "aie", "aie_summary.json")
-    return plots_mech.aie_bars(a) if a and a.get("topk") else None
+_CIRCUITS = ("circuits", "circuits.json")
+_EXTRACTION = ("extraction", "extraction.json")
+_DEMOS = ("demos", "demos.json")
 
 
 FIGURES: tuple[FigureSpec, ...] = (
@@ -231,34 +181,66 @@ FIGURES: tuple[FigureSpec, ...] = (
         "projections",
         _projections,
     ),
-    FigureSpec("fig16_qk_roles", "QK: attention by token role", "circuits", _qk_roles),
     FigureSpec(
-        "fig17_qk_label_scores", "QK: score at a label vs its number", "circuits", _qk_labels
+        "fig16_qk_roles",
+        "QK: attention by token role",
+        "circuits",
+        _json_figure(*_CIRCUITS, plots_mech.qk_roles),
+    ),
+    FigureSpec(
+        "fig17_qk_label_scores",
+        "QK: score at a label vs its number",
+        "circuits",
+        _json_figure(*_CIRCUITS, plots_mech.qk_label_scores),
     ),
     FigureSpec(
         "fig18_ov_embeddings",
         "OV map of number embeddings into the fitted subspace",
         "circuits",
-        _ov_emb,
+        _json_figure(*_CIRCUITS, partial(plots_mech.ov_numbers, source="ov_embedding")),
     ),
     FigureSpec(
-        "fig19_ov_labels", "OV map of label residuals into the fitted subspace", "circuits", _ov_lab
+        "fig19_ov_labels",
+        "OV map of label residuals into the fitted subspace",
+        "circuits",
+        _json_figure(*_CIRCUITS, partial(plots_mech.ov_numbers, source="ov_label")),
     ),
     FigureSpec(
-        "fig20_group_shares", "Token-group shares of the task signal", "extraction", _shares
+        "fig20_group_shares",
+        "Token-group shares of the task signal",
+        "extraction",
+        _json_figure(*_EXTRACTION, plots.share_bars),
     ),
     FigureSpec(
         "fig21_label_alignment",
         "Label peaking, alignment and weighting gain",
         "extraction",
-        _alignment,
+        _json_figure(*_EXTRACTION, plots_mech.label_alignment),
     ),
     FigureSpec(
-        "fig22_demo_trajectories", "Per-demonstration signal trajectories", "demos", _trajectories
+        "fig22_demo_trajectories",
+        "Per-demonstration signal trajectories",
+        "demos",
+        _json_figure(*_DEMOS, plots_mech.demo_trajectories),
     ),
-    FigureSpec("fig23_offset_readout", "Offset read-out from each label", "demos", _offsets),
-    FigureSpec("fig24_self_correction", "Self-correction curves", "demos", _selfcorr),
-    FigureSpec("fig25_aie_baseline", "AIE baseline (Todd et al.) top-k FV", "aie", _aie),
+    FigureSpec(
+        "fig23_offset_readout",
+        "Offset read-out from each label",
+        "demos",
+        _json_figure(*_DEMOS, plots_mech.offset_readout),
+    ),
+    FigureSpec(
+        "fig24_self_correction",
+        "Self-correction curves",
+        "demos",
+        _json_figure(*_DEMOS, plots_mech.self_correction),
+    ),
+    FigureSpec(
+        "fig25_aie_baseline",
+        "AIE baseline (Todd et al.) top-k FV",
+        "aie",
+        _json_figure("aie", "aie_summary.json", plots_mech.aie_bars, needs="topk"),
+    ),
 )
 
 

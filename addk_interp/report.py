@@ -19,15 +19,14 @@ def _table(df: pd.DataFrame) -> str:
 
 
 def _tables_and_notes(run) -> tuple[list[tuple[str, pd.DataFrame]], list[str]]:
-    from addk_interp.store import read_json
+    from addk_interp.store import stage_json
 
     st = run.out / "stages"
     tables: list[tuple[str, pd.DataFrame]] = []
     notes: list[str] = []
 
     def js(stage, name):
-        p = st / stage / name
-        return read_json(p) if p.exists() else None
+        return stage_json(run.out, stage, name)
 
     sel = js("localize", "selected.json")
     if sel is not None:

@@ -13,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from addk_interp.errors import AddkError
+from addk_interp.store import stage_json
 
 
 def _h(h) -> str:
@@ -37,8 +38,7 @@ def summarize_run(out: str | Path) -> list[tuple[str, str, str]]:
         raise AddkError(f"{out} holds no finished run (no manifest.json)")
 
     def js(stage, name):
-        p = st / stage / name
-        return json.loads(p.read_text()) if p.exists() else None
+        return stage_json(out, stage, name)
 
     man = json.loads((out / "manifest.json").read_text())
     rows: list[tuple[str, str, str]] = []

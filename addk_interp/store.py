@@ -60,6 +60,12 @@ def _default(o):
     raise TypeError(f"not JSON serializable: {type(o).__name__}")
 
 
+def stage_json(out, stage: str, name: str) -> dict | None:
+    """``OUT/stages/STAGE/NAME`` of a run directory, or None when the stage did not write it."""
+    p = Path(out) / "stages" / stage / name
+    return read_json(p) if p.exists() else None
+
+
 def read_json(path) -> dict:
     try:
         return json.loads(Path(path).read_text())

@@ -244,9 +244,8 @@ class UpperForward:
 
     Bridge: each wrapped HF decoder layer gets the keyword arguments the HF model passed it in
     a one-row run of the same sequence length (captured once per length; KV cache off).
-    Classic HookedTransformer: its blocks compute rotary positions themselves. Hooks are
-    attached straight to the resolved ``HookPoint``s (names resolved once, aliases included),
-    which avoids rebuilding the bridge's hook dictionary on every call.
+    Classic HookedTransformer: its blocks compute rotary positions themselves. Hooks go
+    through ``HookedModel.hooks`` (attached straight to the resolved hook points).
     """
 
     def __init__(self, model):
@@ -258,11 +257,6 @@ class UpperForward:
             and blocks is not None
             and len(blocks) == model.n_layers
         )
-
-    # ------------------------------------------------------------------ hooks
-    def hooks(self, fwd_hooks: Sequence[tuple[str, Callable]] = ()):
-        """Attach ``(name, fn)`` forward hooks for the duration of the block; always removed."""
-        return self.model.hooks(fwd_hooks)
 
     # ------------------------------------------------------------------ running
     def block_inputs(
@@ -325,7 +319,7 @@ class UpperForward:
         if self.model.backend == "bridge":
             self.ensure_length(hidden.shape[1])
             kwargs = self._kwargs[hidden.shape[1]]
-        with self.hooks(fwd_hooks):
+        with self.model.hooks(fwd_hooks):
             h = hidden
             for i in range(start, self.model.n_layers):
                 out = blocks[i](h, **kwargs[i]) if kwargs is not None else blocks[i](h)
