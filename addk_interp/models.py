@@ -49,6 +49,11 @@ BUILTIN_SPECS = {
     "tiny-llama-gqa": "random tiny Llama, grouped-query attention (tests)",
     "tiny-gemma3": "random tiny Gemma-3 with post-attention norms (tests)",
     "tiny-hooked": "random tiny classic HookedTransformer with GQA (tests)",
+    "tiny-mistral": "random tiny Mistral, GQA (tests)",
+    "tiny-qwen2": "random tiny Qwen2, GQA with q/k/v biases (tests)",
+    "tiny-gemma2": "random tiny Gemma-2, post-norms and final-logit soft-capping (tests)",
+    "tiny-gpt2": "random tiny GPT-2, absolute positions and biases (tests)",
+    "tiny-neox": "random tiny GPT-NeoX, parallel attention and MLP (tests; no resid_mid site)",
 }
 
 
@@ -95,6 +100,8 @@ class ModelInfo:
     def to_dict(self) -> dict:
         return asdict(self)
 
+
+RESID_SITES = ("resid_pre", "resid_mid", "resid_post")
 
 _HOOK_LEVELS = itertools.count(1_000_000)  # one level per hooks() block, removed on exit
 
@@ -275,15 +282,86 @@ class HookedModel:
         mod = self.model.blocks[layer].ln1_post
         return mod.w, float(self.model.cfg.eps)
 
+    # ------------------------------------------------------------------ hook semantics
+    @property
+    def parallel_attn(self) -> bool:
+        """True for blocks whose attention and MLP both read the block input (GPT-NeoX with
+        ``use_parallel_residual``, Phi, GPT-J, Falcon): there is no residual stream *between*
+        attention and MLP, so the ``resid_mid`` site does not exist."""
+        if "_parallel" not in self.__dict__:
+            cfg = self.model.cfg
+            flag = bool(getattr(cfg, "parallel_attn_mlp", False))
+            if self.backend == "bridge":
+                hf = getattr(self.model, "original_model", None)
+                hcfg = getattr(hf, "config", None)
+                arch = self.info.architecture
+                flag = flag or bool(getattr(hcfg, "use_parallel_residual", False))
+                flag = flag or bool(getattr(hcfg, "parallel_attn", False))
+                flag = flag or any(a in arch for a in ("Phi", "GPTJ", "CodeGen"))
+                flag = flag or "blocks.0.hook_resid_mid" not in self._hooks_table()
+            self.__dict__["_parallel"] = flag
+        return self.__dict__["_parallel"]
+
+    def residual_hook(self, layer: int, site: str = "resid_mid") -> str:
+        """The hook point whose *write* edits the residual stream at ``site`` of ``layer``.
+
+        ``resid_pre``: the input of block ``layer`` (what its norms and its residual add read);
+        ``resid_mid``: the residual stream after the block's attention (after the attention
+        post-norm where the architecture has one), read by the block's MLP, every later block
+        and the final norm; ``resid_post``: the block's output. Adding v at the returned hook
+        adds v to that residual stream.
+
+        The TransformerBridge's legacy alias ``blocks.l.hook_resid_mid`` is the post-attention
+        norm's *input* (``ln2.hook_in``): writing it edits only what the MLP reads, so it is
+        never used for writes. Bridge sites are the attention component's output (pre-norm) or
+        the attention post-norm's output (Gemma 2/3): the block's additive attention
+        contribution, where adding v is the same as adding v to the residual after attention.
+        Semantics verified per family against plain PyTorch hooks (``tests/test_effects.py``).
+        """
+        if not 0 <= int(layer) < self.n_layers:
+            raise AddkError(f"injection layer {layer} out of range 0..{self.n_layers - 1}")
+        if site not in RESID_SITES:
+            raise AddkError(f"unknown site {site!r}; use one of {', '.join(RESID_SITES)}")
+        if site == "resid_mid" and self.parallel_attn:
+            raise AddkError(
+                f"{self.info.name} has parallel attention and MLP blocks: there is no residual "
+                "stream between them (no resid_mid site); use site 'resid_pre' or 'resid_post'"
+            )
+        if self.backend == "hooked":
+            return f"blocks.{layer}.hook_{site}"
+        if site == "resid_pre":
+            return f"blocks.{layer}.hook_in"
+        if site == "resid_post":
+            return f"blocks.{layer}.hook_out"
+        return self.attn_contribution_hook(layer)
+
+    def attn_contribution_hook(self, layer: int) -> str:
+        """The hook carrying block ``layer``'s additive attention contribution to the residual
+        stream (after the attention post-norm where there is one); reading it gives the
+        increment, adding a delta to it edits the residual stream."""
+        if self.backend == "hooked":
+            return f"blocks.{layer}.hook_attn_out"
+        if self._post_norm:
+            return f"blocks.{layer}.ln1_post.hook_out"
+        return f"blocks.{layer}.attn.hook_out"
+
+    def resolve_hook(self, name: str) -> str:
+        """The canonical name a (possibly legacy, aliased) hook name resolves to."""
+        return self.hook_point(name).name
+
+    def _hooks_table(self) -> dict:
+        table = self.__dict__.get("_hook_table")
+        if table is None:
+            table = self.__dict__["_hook_table"] = dict(self.model.hook_dict)
+        return table
+
     # ------------------------------------------------------------------ running
     def hook_point(self, name: str):
         """The resolved ``HookPoint`` of a TL hook name (aliases included); cached, because the
         bridge rebuilds its whole hook dictionary on every lookup (~14 ms on Gemma-3-270m)."""
         points = self.__dict__.setdefault("_hook_points", {})
         if name not in points:
-            table = self.__dict__.get("_hook_table")
-            if table is None:
-                table = self.__dict__["_hook_table"] = dict(self.model.hook_dict)
+            table = self._hooks_table()
             if name not in table:
                 raise AddkError(f"unknown hook point {name!r}")
             points[name] = table[name]
@@ -570,6 +648,85 @@ def tiny_hf_model(kind: str, vocab: int, seed: int = 0, dtype=torch.float32):
             for name, p in model.named_parameters():
                 if "norm" in name:
                     p.normal_(0, 0.3)
+    elif kind in ("tiny-mistral", "tiny-qwen2"):
+        from transformers import MistralConfig, MistralForCausalLM, Qwen2Config, Qwen2ForCausalLM
+
+        cls, conf = (
+            (MistralForCausalLM, MistralConfig)
+            if kind == "tiny-mistral"
+            else (Qwen2ForCausalLM, Qwen2Config)
+        )
+        model = cls(
+            conf(
+                vocab_size=vocab,
+                hidden_size=64,
+                intermediate_size=128,
+                num_hidden_layers=3,
+                num_attention_heads=4,
+                num_key_value_heads=2,
+                max_position_embeddings=512,
+                initializer_range=0.2,
+                architectures=[cls.__name__],
+            )
+        )
+    elif kind == "tiny-gemma2":
+        from transformers import Gemma2Config, Gemma2ForCausalLM
+
+        model = Gemma2ForCausalLM(
+            Gemma2Config(
+                vocab_size=vocab,
+                hidden_size=64,
+                intermediate_size=128,
+                num_hidden_layers=3,
+                num_attention_heads=4,
+                num_key_value_heads=2,
+                head_dim=16,
+                max_position_embeddings=512,
+                sliding_window=16,
+                final_logit_softcapping=5.0,
+                attn_logit_softcapping=20.0,
+                initializer_range=0.2,
+                architectures=["Gemma2ForCausalLM"],
+            )
+        )
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if "norm" in name:
+                    p.normal_(0, 0.3)
+    elif kind == "tiny-gpt2":
+        from transformers import GPT2Config, GPT2LMHeadModel
+
+        model = GPT2LMHeadModel(
+            GPT2Config(
+                vocab_size=vocab,
+                n_embd=64,
+                n_layer=3,
+                n_head=4,
+                n_positions=512,
+                initializer_range=0.2,
+                architectures=["GPT2LMHeadModel"],
+            )
+        )
+        with torch.no_grad():  # non-zero biases so bias handling is tested
+            for name, p in model.named_parameters():
+                if name.endswith("bias") and p.ndim == 1:
+                    p.normal_(0, 0.2)
+    elif kind == "tiny-neox":
+        from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+
+        model = GPTNeoXForCausalLM(
+            GPTNeoXConfig(
+                vocab_size=vocab,
+                hidden_size=64,
+                intermediate_size=128,
+                num_hidden_layers=3,
+                num_attention_heads=4,
+                max_position_embeddings=512,
+                use_parallel_residual=True,
+                initializer_range=0.2,
+                architectures=["GPTNeoXForCausalLM"],
+            )
+        )
     else:
         raise AddkError(f"unknown tiny model {kind!r}")
     return model.to(dtype).eval()

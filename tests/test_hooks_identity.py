@@ -185,13 +185,18 @@ def test_projection_identities(spec):
     assert (onto - hand).abs().max().item() < 1e-5
 
 
-def test_projection_refuses_post_norm_and_bad_basis():
+def test_projection_post_norm_full_space_is_noop_and_bad_basis():
     from addk_interp.errors import AddkError
 
     g = tiny("tiny-gemma3")
-    basis = torch.eye(g.info.d_model)[:, :2]
-    with pytest.raises(AddkError, match="post-norm"):
-        iv.project_head(g, (0, 0), 3, basis)
+    b, _ = _batch(g)
+    d = g.info.d_model
+    full, _ = torch.linalg.qr(torch.randn(d, d, generator=torch.Generator().manual_seed(0)))
+    base = g.full_logits(b.tokens)
+    same = g.full_logits(b.tokens, iv.project_head(g, (1, 0), b.query_pos, full, torch.randn(d)))
+    assert (same - base).abs().max().item() <= 1e-5 * base.abs().max().item()
+    with pytest.raises(AddkError, match="NaN"):
+        iv.project_head(g, (0, 0), 3, torch.full((d, 2), float("nan")))
     m = tiny("tiny-llama")
     with pytest.raises(AddkError, match="rank-deficient"):
         iv.project_head(m, (0, 0), 3, torch.zeros(m.info.d_model, 2))

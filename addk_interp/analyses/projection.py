@@ -9,7 +9,7 @@ fit on), h̄[h] = its mean over the training tasks, ℓ = injection layer.
 
 For a main head h with coefficient c*, on the zero-shot prompt of every example (task t), the
 recovery-scan FV (built with ``headsets.headset_vectors``) is added at
-``blocks.ℓ.hook_resid_mid``, query position (kept there while decoding):
+the residual stream after block ℓ's attention (``inject``), query position (kept there while decoding):
 
     unprojected   FV_t = c*·v + Σ_{h'∈S∖{h}} h̄[h']        v = mean_t[h] (``means``: held-out
                                                              means for held-out tasks)

@@ -1,7 +1,7 @@
 """Function vectors: build FV_t = Σ_h c_h · mean_t[h] and score it on zero-shot prompts.
 
-Step of the method: paper_spec §3.2 and §4.5. The FV is added at the injection site
-(``blocks.ℓ.hook_resid_mid``) at the last token of the zero-shot prompt ``xq->`` and stays at
+Step of the method: paper_spec §3.2 and §4.5. The FV is added to the residual stream
+after block ℓ's attention (``interventions.inject``, site ``resid_mid``) at the last token of the zero-shot prompt ``xq->`` and stays at
 that position during decoding. Every FV accuracy is paired with the clean n-shot accuracy of the
 same examples. Cost: one zero-shot forward per example (plus one n-shot forward for the
 paired clean score).
@@ -80,6 +80,10 @@ def evaluate_fv(
     missing = sorted({e.task for e in examples} - set(vectors))
     if missing:
         raise AddkError(f"no function vector for tasks {missing}")
+    model.residual_hook(layer, "resid_mid")  # refuse a bad layer / missing site before any work
+    for t, v in vectors.items():
+        if not torch.isfinite(v).all():
+            raise AddkError(f"the function vector of task {t!r} contains NaN or inf")
     per_ex = torch.stack([vectors[e.task] for e in examples]).float()
     df = evaluate(
         model,

@@ -7,10 +7,13 @@ with ``model.hooks(...)`` / ``model.logits_at(..., fwd_hooks)``, which always re
 even on exceptions. Positions are absolute indices, so during greedy decoding an intervention
 stays at its original position on every step.
 
-    inject:      resid[:, t] += v                                  (site blocks.ℓ.hook_resid_mid)
+    inject:      resid_mid[:, t] += v   (the residual stream after block ℓ's attention; hook
+                 resolved per backend by ``HookedModel.residual_hook``, never the bridge's
+                 ``hook_resid_mid`` alias, which is only the MLP's input)
     replace:     z_h[:, t] ← z_src            (through hook_z, so later layers see the change)
     mean-ablate: z_h[:, t] ← z̄_h               scale: z_h[:, t] ← s · z_h[:, t]
-    project:     o_h ← μ + B Bᵀ(o_h − μ), applied as an additive delta on the attention output
+    project:     o_h ← μ + B Bᵀ(o_h − μ), applied as an additive delta on the block's attention
+                 contribution (post-norm aware)
     gate:        z_h[:, t] ← g[l,h] · z_src + (1 − g[l,h]) · z_h[:, t]   (g carries gradients)
 
 Cost: each hook touches one position of one activation: O(batch × head × d_head).
@@ -18,6 +21,7 @@ Cost: each hook touches one position of one activation: O(batch × head × d_hea
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -25,7 +29,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from addk_interp.errors import AddkError
-from addk_interp.hooks.capture import z_hook_name
+from addk_interp.hooks.capture import z_hook_name, z_to_outputs
 
 Head = tuple[int, int]
 
@@ -69,11 +73,17 @@ def parse_heads(text: str) -> list[Head]:
 
 
 def resid_site(model, layer: int, site: str = "resid_mid") -> str:
-    if not 0 <= layer < model.n_layers:
-        raise AddkError(f"injection layer {layer} out of range 0..{model.n_layers - 1}")
-    if site not in ("resid_pre", "resid_mid", "resid_post"):
-        raise AddkError(f"unknown site {site!r}; use resid_pre, resid_mid or resid_post")
-    return f"blocks.{layer}.hook_{site}"
+    """The hook whose write edits the residual stream at ``site`` of ``layer`` (resolved by the
+    adapter per backend: ``HookedModel.residual_hook``; never the bridge's ``hook_resid_mid``
+    alias, which edits only the MLP input)."""
+    return model.residual_hook(layer, site)
+
+
+def _check_position(position: int, act: Tensor, what: str) -> None:
+    if not -act.shape[1] <= position < act.shape[1]:
+        raise AddkError(
+            f"{what}: position {position} is outside the prompt (length {act.shape[1]})"
+        )
 
 
 def inject(
@@ -83,14 +93,22 @@ def inject(
     layer: int,
     site: str = "resid_mid",
 ) -> list:
-    """Add ``vector`` ([d_model] or [batch, d_model]) to the residual stream at ``position``."""
+    """Add ``vector`` ([d_model] or [batch, d_model]) to the residual stream at ``position``.
+
+    ``site="resid_mid"`` (the method's site): after block ``layer``'s attention (after its
+    post-norm where there is one), so block ``layer``'s MLP, every later block and the final
+    norm read the edited stream. ``resid_pre`` / ``resid_post``: block input / output.
+    """
     name = resid_site(model, layer, site)
     if vector.shape[-1] != model.info.d_model:
         raise AddkError(
             f"vector width {vector.shape[-1]} does not match d_model={model.info.d_model}"
         )
+    if not torch.isfinite(vector).all():
+        raise AddkError("the injected vector contains NaN or inf")
 
     def fn(act, hook):
+        _check_position(position, act, "inject")
         act = act.clone()
         act[:, position] = act[:, position] + vector.to(act.dtype)
         return act
@@ -101,12 +119,16 @@ def inject(
 def _z_edit(model, heads: Sequence[Head], position: int, edit) -> list:
     """Group heads by layer; ``edit(layer, head_idx_list, z_rows) -> new rows``."""
     by_layer: dict[int, list[int]] = {}
-    for layer, head in check_heads(model, heads):
+    checked = check_heads(model, heads)
+    if len(set(checked)) != len(checked):
+        raise AddkError("a head is listed twice")
+    for layer, head in checked:
         by_layer.setdefault(layer, []).append(head)
     hooks = []
     for layer, hs in sorted(by_layer.items()):
 
         def fn(z, hook, layer=layer, hs=hs):
+            _check_position(position, z, "head intervention")
             z = z.clone()
             z[:, position, hs] = edit(layer, hs, z[:, position, hs]).to(z.dtype)
             return z
@@ -122,6 +144,14 @@ def replace_heads(
     z_values: Float[Tensor, "*batch layer head d_head"],
 ) -> list:
     """Set the heads' ``hook_z`` at ``position`` to ``z_values[..., layer, head, :]``."""
+    want = (model.n_layers, model.n_heads, model.info.d_head)
+    if z_values.ndim < 3 or tuple(z_values.shape[-3:]) != want:
+        raise AddkError(
+            f"z values must be [..., layer={want[0]}, head={want[1]}, d_head={want[2]}], "
+            f"got {tuple(z_values.shape)}"
+        )
+    if not torch.isfinite(z_values).all():
+        raise AddkError("z values contain NaN or inf")
     return _z_edit(
         model, heads, position, lambda layer, hs, rows: z_values[..., layer, hs, :].expand_as(rows)
     )
@@ -135,6 +165,9 @@ def mean_ablate(
 
 
 def scale_heads(model, heads: Sequence[Head], position: int, factor: float) -> list:
+    """Multiply the heads' ``hook_z`` at ``position`` by ``factor``."""
+    if not math.isfinite(float(factor)):
+        raise AddkError(f"scale factor must be finite, got {factor}")
     return _z_edit(model, heads, position, lambda layer, hs, rows: rows * factor)
 
 
@@ -167,6 +200,8 @@ def gate_heads(
 def check_basis(basis: Float[Tensor, "d_model k"], tol: float = 1e-4) -> Tensor:
     if basis.ndim != 2 or basis.shape[1] == 0:
         raise AddkError(f"basis must be [d_model, k] with k ≥ 1, got {tuple(basis.shape)}")
+    if not torch.isfinite(basis).all():
+        raise AddkError("subspace basis contains NaN or inf")
     gram = basis.T.double() @ basis.double()
     err = (gram - torch.eye(basis.shape[1], dtype=torch.float64)).abs().max().item()
     if err > tol:
@@ -187,32 +222,34 @@ def project_head(
     mean: Float[Tensor, " d_model"] | None = None,
     mode: str = "onto",
 ) -> list:
-    """Replace head ``head``'s output o by μ + B Bᵀ(o − μ) (``onto``) or o − B Bᵀ(o − μ)
-    (``out``), applied as an additive delta at the attention output (pre-norm models)."""
+    """Replace head ``head``'s output o (its additive residual contribution, post-norm aware:
+    ``capture.z_to_outputs``) by μ + B Bᵀ(o − μ) (``onto``) or o − B Bᵀ(o − μ) (``out``),
+    applied as the delta (new − o) added to the block's attention contribution
+    (``HookedModel.attn_contribution_hook``). On post-norm models the other heads'
+    contributions keep the run's own norm scale, exactly as in the capture definition."""
     ((layer, h),) = check_heads(model, [head])
     check_basis(basis)
     if basis.shape[0] != model.info.d_model:
         raise AddkError(f"basis width {basis.shape[0]} != d_model {model.info.d_model}")
-    if model.info.post_attn_norm:
-        raise AddkError(
-            "project_head acts on the attention output; post-norm models are "
-            "not supported (project the injected function vector instead)"
-        )
     if mode not in ("onto", "out"):
         raise AddkError(f"mode must be 'onto' or 'out', got {mode!r}")
     mu = torch.zeros(model.info.d_model) if mean is None else mean
+    if mu.shape != (model.info.d_model,) or not torch.isfinite(mu).all():
+        raise AddkError(f"mean must be a finite [d_model={model.info.d_model}] vector")
     store: dict[str, Tensor] = {}
 
     def grab(z, hook):
-        store["o"] = z[:, position, h] @ model.W_O[layer, h].to(z.dtype)
+        _check_position(position, z, "project_head")
+        store["o"] = z_to_outputs(model, layer, z[:, position])[:, h]
         return z
 
     def apply(out, hook):
-        o = store["o"]
-        inside = (o - mu.to(o.dtype)) @ basis.to(o.dtype) @ basis.T.to(o.dtype)
+        o = store["o"].to(out.dtype)
+        b = basis.to(out.dtype)
+        inside = (o - mu.to(o.dtype)) @ b @ b.T
         new = mu.to(o.dtype) + inside if mode == "onto" else o - inside
         out = out.clone()
         out[:, position] = out[:, position] + (new - o)
         return out
 
-    return [(z_hook_name(layer), grab), (f"blocks.{layer}.hook_attn_out", apply)]
+    return [(z_hook_name(layer), grab), (model.attn_contribution_hook(layer), apply)]

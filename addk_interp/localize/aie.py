@@ -14,7 +14,7 @@ Step of the method: paper_spec §4.7 (the comparison baseline for the selected s
 - AIE(l, h) = (1/|T|) Σ_t CIE(l, h | t) over the training tasks T (unweighted); heads are
   ranked by signed AIE, descending (ties: lower layer, then lower head).
 - Top-k FV (``aie_topk_eval``): FV_t = Σ_{h ∈ top-k} mean_t[h] (held-out means) added at
-  ``blocks.ℓ.hook_resid_mid`` on held-out zero-shot prompts; accuracy + bootstrap CI, paired
+  the residual stream after block ℓ's attention (``inject``) on held-out zero-shot prompts; accuracy + bootstrap CI, paired
   with clean n-shot (k = 33 and 20 in the paper).
 
 Cost: the corrupted prompts are cut into chunks; per chunk the input of every block is cached

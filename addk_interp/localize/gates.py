@@ -6,7 +6,8 @@ share one training loop:
 
 - ``coef`` (the paper, §3.2–§3.3): M ∈ [0, 1]^{layer × head}, init U[0, 1) from
   ``torch.Generator().manual_seed(seed)``. The function vector FV_k(M) = Σ_{l,h} M[l,h]·mean_k[l,h]
-  is added at ``blocks.ℓ.hook_resid_mid`` at the query position (last prompt token) of the
+  is added to the residual stream after block ℓ's attention (``interventions.inject``, site
+  ``resid_mid``) at the query position (last prompt token) of the
   zero-shot prompt ``xq->``. Loss = (1/B) Σ_batch Σ_answer-tokens −log p(y_i | prefix)
   (teacher forced, every answer token) + λ·Σ|M|. AdamW (lr 0.01, betas 0.9/0.98, eps 1e-8,
   weight decay 0); after every step the proximal soft-threshold
@@ -262,8 +263,9 @@ class UpperForward:
     def block_inputs(
         self, tokens: Int[Tensor, "batch pos"], layers: Sequence[int]
     ) -> dict[int, Float[Tensor, "batch pos d_model"]]:
-        """Inputs of the given blocks (``hook_resid_pre``), stopping after the deepest one."""
-        names = {layer: f"blocks.{layer}.hook_resid_pre" for layer in layers}
+        """Inputs of the given blocks (the residual stream entering them), stopping after the
+        deepest one."""
+        names = {layer: self.model.residual_hook(layer, "resid_pre") for layer in layers}
         last = names[max(layers)]
         acts = self.model.run_collect(tokens, list(names.values()), stop_after=last)
         return {layer: acts[n].detach() for layer, n in names.items()}

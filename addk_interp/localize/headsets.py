@@ -9,7 +9,7 @@ head-set numbers). Notation: S = selected heads, mean_t[h] = mean output of head
   empty cut is a verdict, not a crash; ``head_sets`` applies the §4.2–§4.4 selectors to a scan.
 - ``recovery_scan`` (§4.1): for each h ∈ S and c ∈ {0..c_max}, on the zero-shot prompts of the
   training tasks, FV_t(h, c) = c·mean_t[h] + Σ_{h' ∈ S∖{h}} h̄[h'] is added at
-  ``blocks.ℓ.hook_resid_mid`` (query position). Per-example 0/1 outcomes are kept (paired
+  the residual stream after block ℓ's attention (``inject``; query position). Per-example 0/1 outcomes are kept (paired
   across c), plus the clean n-shot and full-selected (Σ_{h∈S} mean_t[h]) baselines on the same
   examples and the mean-FV control (Σ_{h∈S} h̄[h]); returns ``selectors.RecoveryScan``.
   All c of one head run stacked along the batch, and only blocks ℓ..L−1 run (the input of
