@@ -21,13 +21,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from addk_interp.heads import head_str
 from addk_interp.store import write_json
 
 Head = tuple[int, int]
 
 
 def _hkey(h: Head) -> str:
-    return f"{h[0]}.{h[1]}"
+    return head_str(h)
 
 
 def head_fits(run, heads: list[Head]) -> dict[Head, object]:

@@ -42,6 +42,7 @@ import torch
 
 from addk_interp import __version__
 from addk_interp.errors import AddkError
+from addk_interp.heads import Head, head_str
 from addk_interp.store import read_json, write_json, write_table
 
 PRESETS = {
@@ -68,6 +69,7 @@ STAGE_PRESETS = {
         n_aie=10,
         n_demo=12,
         max_demo_heads=1,
+        max_single_heads=96,
     ),
     "quick": dict(
         gates="default",
@@ -84,6 +86,7 @@ STAGE_PRESETS = {
         n_aie=1,
         n_demo=2,
         max_demo_heads=1,
+        max_single_heads=0,
     ),
     "paper": dict(
         gates="paper",
@@ -100,6 +103,7 @@ STAGE_PRESETS = {
         n_aie=625,
         n_demo=200,
         max_demo_heads=3,
+        max_single_heads=4096,
     ),
 }
 
@@ -601,6 +605,13 @@ class Run:
             seed=self.cfg.seed,
             fmt=self.cfg.format,
             batch_size=self.cfg.batch_size,
+            # single-head ablations: every head when the model has at most max_single_heads
+            # heads, else the selected ones (budget); the manifest records the choice
+            single_heads=(
+                None
+                if self.model.n_layers * self.model.n_heads <= self.budget["max_single_heads"]
+                else sel
+            ),
         )
         files.append(write_json(sdir / "necessity.json", nec.to_dict()))
         return files
@@ -612,7 +623,7 @@ class Run:
             return main
         gains = self.headset_result().get("main", {}).get("gains", {})
         ranked = sorted(gains, key=lambda h: -gains[h])[:3]
-        return [tuple(int(x) for x in h.replace(":", ".").split(".")) for h in ranked]
+        return [tuple(Head.parse(h)) for h in ranked]
 
     def subspaces(self, sdir: Path):
         from addk_interp.analyses.summary import angle_matrix, merged_means, summarize_heads
@@ -662,7 +673,7 @@ class Run:
                 d["peaking"] = label_peaking(rs, ds, basis, seed=self.cfg.seed).to_dict()
                 d["identity_max_rel_error"] = max(float(r.identity_rel_error) for r in rs)
                 d["identity_min_cos"] = min(float(r.identity_min_cos) for r in rs)
-                res["per_head"][f"{h[0]}.{h[1]}"] = d
+                res["per_head"][head_str(h)] = d
         return [write_json(sdir / "extraction.json", res)]
 
     # ------------------------------------------------------------------ main

@@ -11,6 +11,8 @@ import plotly.graph_objects as go
 from jaxtyping import Float
 from torch import Tensor
 
+from addk_interp.heads import head_str
+
 
 def accuracy_vs_k(table: pd.DataFrame, title: str = "Clean accuracy by task") -> go.Figure:
     """Accuracy per k (or task) for each shot count, with bootstrap 95% CIs."""
@@ -121,7 +123,7 @@ def dose_response(
                 x=scan["c_grid"],
                 y=[c / n for c in counts],
                 mode="lines+markers" if is_main else "lines",
-                name=f"L{key.replace(':', 'H')}" + (" (main)" if is_main else ""),
+                name=head_str(key) + (" (main)" if is_main else ""),
                 line=dict(width=3 if is_main else 1),
                 opacity=1.0 if is_main else 0.4,
             )
@@ -220,7 +222,7 @@ def share_bars(extraction: dict, title: str = "Token-group share of the task sig
                 go.Bar(
                     x=list(roles),
                     y=[roles[r]["mean"] if isinstance(roles[r], dict) else roles[r] for r in roles],
-                    name=f"L{head.replace('.', 'H')}",
+                    name=head_str(head),
                 )
             )
     fig.update_layout(title=title, yaxis_title="signed share (sums to 1)", barmode="group")

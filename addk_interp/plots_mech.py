@@ -10,11 +10,11 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from addk_interp.heads import head_str
+
 
 def _hname(key) -> str:
-    if isinstance(key, list | tuple):
-        return f"L{key[0]}H{key[1]}"
-    return "L" + str(key).replace(".", "H").replace(":", "H")
+    return head_str(key)
 
 
 def fitted_targets(

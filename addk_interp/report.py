@@ -11,6 +11,8 @@ from pathlib import Path
 import pandas as pd
 import plotly.io as pio
 
+from addk_interp.heads import head_str
+
 
 def _table(df: pd.DataFrame) -> str:
     return df.to_html(
@@ -43,10 +45,11 @@ def _tables_and_notes(run) -> tuple[list[tuple[str, pd.DataFrame]], list[str]]:
             for h, t in (hs.get("significant", {}).get("tests", {}) or {}).items()
             if isinstance(t, dict) and t.get("significant")
         ]
+        loc = hs.get("localization") or {}
         notes.append(
             f"Main heads (quarter-of-best-gain rule): "
-            f"{', '.join(f'L{a}H{b}' for a, b in main) or 'none'}; verdict "
-            f"{hs['main'].get('verdict')}; significant: {len(sig)}."
+            f"{', '.join(head_str(h) for h in main) or 'none'}; significant: {len(sig)}; "
+            f"localization verdict: {loc.get('verdict')} ({loc.get('reason')})."
         )
     if (st / "headsets" / "headset_summary.csv").exists():
         tables.append(
@@ -80,7 +83,7 @@ def _tables_and_notes(run) -> tuple[list[tuple[str, pd.DataFrame]], list[str]]:
                 pd.DataFrame(
                     [
                         {
-                            "head": f"L{h.replace('.', 'H')}",
+                            "head": head_str(h),
                             **{k: v for k, v in (d.get("label_share") or {}).items()},
                             "identity max rel. error": d.get("identity_max_rel_error"),
                         }
@@ -97,7 +100,7 @@ def _tables_and_notes(run) -> tuple[list[tuple[str, pd.DataFrame]], list[str]]:
         r, sc = d.get("offset_readout") or {}, d.get("self_correction") or {}
         rows.append(
             {
-                "head": f"L{h.replace('.', 'H')}",
+                "head": head_str(h),
                 "offset read-out accuracy": r.get("accuracy"),
                 "chance": r.get("chance"),
                 "corr(decoded, own offset)": r.get("corr_own_offset"),
@@ -177,8 +180,8 @@ def write_report(run) -> Path:
     parts.append("<h2>Clean accuracy (mean over tasks)</h2>" + _table(by_shots))
     parts.append("<h2>Clean accuracy per task</h2>" + _table(acc))
     parts.append("</body></html>")
-    from addk_interp.store import _atomic
+    from addk_interp.store import atomic_write_text
 
     path = out / "report.html"
-    _atomic(path, lambda tmp: Path(tmp).write_text("\n".join(parts)))
+    atomic_write_text(path, "\n".join(parts))
     return path

@@ -13,13 +13,12 @@ from pathlib import Path
 import pandas as pd
 
 from addk_interp.errors import AddkError
+from addk_interp.heads import head_str
 from addk_interp.store import stage_json
 
 
 def _h(h) -> str:
-    if isinstance(h, str):
-        return "L" + h.replace(".", "H").replace(":", "H")
-    return f"L{h[0]}H{h[1]}"
+    return head_str(h)
 
 
 def _f(x) -> str:
@@ -86,19 +85,22 @@ def summarize_run(out: str | Path) -> list[tuple[str, str, str]]:
             )
         )
         m = hs.get("main") or {}
-        gains = m.get("gains") or {}
+        gains = {head_str(k): v for k, v in (m.get("gains") or {}).items()}
         add(
             (
                 "main heads (quarter-of-best-gain) [gain]",
                 ", ".join(
-                    f"{_h(h)} [{gains.get(f'{h[0]}:{h[1]}', gains.get(f'{h[0]}.{h[1]}', float('nan'))):.2f}]"
+                    f"{_h(h)} [{gains.get(head_str(h), float('nan')):.2f}]"
                     for h in m.get("main", [])
                 )
                 or "none",
                 "scan/headsets.json",
             )
         )
-        add(("verdict", str(m.get("verdict")), "scan/headsets.json"))
+        loc = hs.get("localization") or {}
+        add(("localization verdict", str(loc.get("verdict")), "scan/headsets.json"))
+        add(("verdict reason", str(loc.get("reason")), "scan/headsets.json"))
+        add(("selector verdict (§4.3, gains only)", str(m.get("verdict")), "scan/headsets.json"))
     p = st / "headsets" / "headset_summary.csv"
     if p.exists():
         for _, r in pd.read_csv(p).iterrows():
@@ -121,6 +123,27 @@ def summarize_run(out: str | Path) -> list[tuple[str, str, str]]:
                 "headsets/necessity.json",
             )
         )
+        rall = nec.get("random_all_accs") or []
+        if rall:
+            add(
+                (
+                    "necessity control: random same-size subsets of all other heads "
+                    "(median, min; share ≥ main-ablated)",
+                    f"{pd.Series(rall).median():.2f}, {min(rall):.2f} (n={len(rall)}); "
+                    f"{nec.get('frac_random_all_at_least_main', float('nan')):.2f}",
+                    "headsets/necessity.json",
+                )
+            )
+        single = nec.get("single_head_accs") or {}
+        if single:
+            low = sorted(single.items(), key=lambda kv: (kv[1], kv[0]))[:5]
+            add(
+                (
+                    f"single-head ablation: lowest accuracy of {len(single)} heads ablated alone",
+                    ", ".join(f"{_h(k)} {v:.2f}" for k, v in low),
+                    "headsets/necessity.json",
+                )
+            )
     sub = js("subspaces", "subspaces.json") or {}
     for d in sub.get("per_head") or []:
         r2 = d.get("r2") or {}
@@ -237,7 +260,29 @@ def to_markdown(rows) -> str:
     return "\n".join(lines)
 
 
+def _cmd(a) -> int:
+    md = to_markdown(summarize_run(a.out)) + "\n"
+    if a.save:
+        from addk_interp.store import atomic_write_text
+
+        atomic_write_text(Path(a.save), md)
+        print(f"wrote {a.save}")
+    else:
+        print(md, end="")
+    return 0
+
+
 def add_parser(sub) -> None:
     sp = sub.add_parser("summary", help="headline numbers of a finished run (markdown)")
     sp.add_argument("out", help="run directory")
-    sp.set_defaults(func=lambda a: print(to_markdown(summarize_run(a.out))) or 0)
+    sp.add_argument(
+        "--markdown", action="store_true", help="markdown table (the default and only format)"
+    )
+    sp.add_argument(
+        "--save",
+        metavar="FILE",
+        default=None,
+        help="write the table to FILE (e.g. results/summaries/NAME.md, spliced into README by "
+        "scripts/readme_results.py) instead of printing it",
+    )
+    sp.set_defaults(func=_cmd)

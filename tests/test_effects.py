@@ -200,7 +200,7 @@ def test_upper_layer_forward_equals_reference(spec):
     items = torch.arange(len(ex))
     vecs = torch.randn(len(ex), model.info.d_model, generator=g) * 8.0
     al = runner.answer_logits(items, vecs)
-    for gi, grp in enumerate(runner.groups):
+    for grp in runner.groups:
         for r in range(len(grp)):
             i = int(grp.indices[r])
             mine = al.logits[al.owner == i]

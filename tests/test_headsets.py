@@ -85,7 +85,7 @@ def test_scan_c0_equals_all_others_at_mean_evaluation():
         v = sum(bar[o] for o in HEADS if o != head)
         df = evaluate_fv(model, ex, {t: v for t in TRAIN}, layer=LAYER)
         assert np.array_equal(scan.outcomes[head][0], df["correct"].to_numpy())
-        lp = scan.meta["mean_answer_logprob"][f"{head[0]}.{head[1]}"][0]
+        lp = scan.meta["mean_answer_logprob"][f"L{head[0]}H{head[1]}"][0]
         assert abs(lp - df["answer_logprob"].mean()) < 1e-4
     full = evaluate_fv(
         model, ex, {t: sum(means.of(t)[h] for h in HEADS) for t in TRAIN}, layer=LAYER
@@ -99,7 +99,7 @@ def test_scan_c0_equals_all_others_at_mean_evaluation():
     h = HEADS[1]
     vecs = {t: 2 * means.of(t)[h] + sum(bar[o] for o in HEADS if o != h) for t in TRAIN}
     df2 = evaluate_fv(model, ex, vecs, layer=LAYER)
-    lp2 = scan.meta["mean_answer_logprob"][f"{h[0]}.{h[1]}"][2]
+    lp2 = scan.meta["mean_answer_logprob"][f"L{h[0]}H{h[1]}"][2]
     assert abs(lp2 - df2["answer_logprob"].mean()) < 1e-4
 
 
@@ -107,7 +107,7 @@ def test_scan_batched_over_c_equals_one_c_at_a_time():
     a, b = _scan(stack_c=True), _scan(stack_c=False)
     for head in HEADS:
         assert np.array_equal(a.outcomes[head], b.outcomes[head])
-        key = f"{head[0]}.{head[1]}"
+        key = f"L{head[0]}H{head[1]}"
         assert np.allclose(
             a.meta["mean_answer_logprob"][key], b.meta["mean_answer_logprob"][key], atol=1e-5
         )

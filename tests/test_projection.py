@@ -116,7 +116,7 @@ def _result():
 
 def _logprob(res, head, arm):
     df = res.per_example
-    rows = df[(df["head"] == f"{head[0]}.{head[1]}") & (df["arm"] == arm)]
+    rows = df[(df["head"] == f"L{head[0]}H{head[1]}") & (df["arm"] == arm)]
     return rows.sort_values("example")["answer_logprob"].to_numpy()
 
 
@@ -192,8 +192,8 @@ def test_named_arms_use_the_fit_bases_and_the_train_mean_center():
 def test_result_schema_and_error_counts():
     res = _result()
     d = json.loads(json.dumps(res.to_dict(), allow_nan=False))
-    assert set(d["heads"]) == {"1.2", "2.0"}
-    arms = d["heads"]["1.2"]["arms"]
+    assert set(d["heads"]) == {"L1H2", "L2H0"}
+    arms = d["heads"]["L1H2"]["arms"]
     assert list(arms)[:3] == ["zero_shot", "c0", "unprojected"]
     a = arms["onto_unit"]
     assert set(a) == {"n", "accuracy", "ci_low", "ci_high", "paired_with_unprojected", "errors"} | {
@@ -201,7 +201,7 @@ def test_result_schema_and_error_counts():
     }
     assert set(a["paired_with_unprojected"]) == {"b", "d"}
     assert set(a["errors"]) == {*P.ERROR_KINDS, "n_wrong"}
-    assert d["error_decomposition"]["computed"] and d["heads"]["2.0"]["c_star"] == 2.5
+    assert d["error_decomposition"]["computed"] and d["heads"]["L2H0"]["c_star"] == 2.5
     table = res.table()
     assert len(table) == len(MAIN) * (3 + 8)
     n = len(_examples())
@@ -224,7 +224,7 @@ def test_wrong_answers_are_decoded_greedily_with_the_injection_in_place():
     others = sum(bar[o] for o in SELECTED if o != h)
     vecs = torch.stack([C_STAR[h] * held.of(e.task)[h] + others for e in ex])
     df = res.per_example
-    rows = df[(df["head"] == "1.2") & (df["arm"] == "unprojected")].sort_values("example")
+    rows = df[(df["head"] == "L1H2") & (df["arm"] == "unprojected")].sort_values("example")
     enc = encode_examples(model, ex, zero_shot=True)
     for batch in make_batches(enc, 3):
         hooks = inject(model, vecs[batch.indices], batch.query_pos, LAYER)
@@ -296,7 +296,7 @@ def test_non_numeric_labels_skip_the_decomposition():
     assert all(s.errors is None for s in res.summaries)
     d = res.to_dict()
     assert not d["error_decomposition"]["computed"]
-    assert d["heads"]["1.2"]["arms"]["onto_unit"]["errors"] is None
+    assert d["heads"]["L1H2"]["arms"]["onto_unit"]["errors"] is None
     assert res.per_example["error"].isna().all()
 
 
@@ -438,7 +438,7 @@ def test_paired_counts_and_default_arms():
     assert res.arms(MAIN[0]) == (*P.CONTROL_ARMS, *P.DEFAULT_ARMS)
     assert res.errors_reason.startswith("disabled")
     assert res.meta["center"] == "fit"
-    assert np.isclose(res.meta["center_norm"]["1.2"], np.linalg.norm(_fits()[MAIN[0]].mean))
+    assert np.isclose(res.meta["center_norm"]["L1H2"], np.linalg.norm(_fits()[MAIN[0]].mean))
     for s in res.summaries:
         assert (s.b, s.d) == P.paired_counts(
             res.outcomes(MAIN[0], s.arm), res.outcomes(MAIN[0], "unprojected")

@@ -69,7 +69,7 @@ def test_released_scan_reproduces_published_outcome(released):
     out = select_from_scan(released)
     assert set(out) == {"main", "gains", "bar", "minor", "weak_rule_main", "verdict", "decisions"}
     assert out["main"] == [[15, 2], [15, 1], [13, 6]]
-    assert [round(out["gains"][k], 4) for k in ("15.2", "15.1", "13.6")] == [
+    assert [round(out["gains"][k], 4) for k in ("L15H2", "L15H1", "L13H6")] == [
         0.8467,
         0.8167,
         0.6867,
@@ -80,11 +80,11 @@ def test_released_scan_reproduces_published_outcome(released):
     assert out["verdict"] == "localized"
     # gains: every scanned head, full precision
     assert len(out["gains"]) == 33
-    assert out["gains"]["15.2"] == 254 / 300
+    assert out["gains"]["L15H2"] == 254 / 300
     assert out["bar"] == 0.25 * 254 / 300
     decisions = out["decisions"]
-    assert sorted(k for k, v in decisions.items() if v == "main") == ["13.6", "15.1", "15.2"]
-    assert sorted(k for k, v in decisions.items() if v == "minor") == ["13.27", "15.17", "15.28"]
+    assert sorted(k for k, v in decisions.items() if v == "main") == ["L13H6", "L15H1", "L15H2"]
+    assert sorted(k for k, v in decisions.items() if v == "minor") == ["L13H27", "L15H17", "L15H28"]
     assert sum(v == "none" for v in decisions.values()) == 27
     json.dumps(out, allow_nan=False)
 
@@ -108,7 +108,7 @@ def test_released_matches_the_published_block_in_the_file(released):
     pub = released.meta["published_outcomes"]
     out = select_from_scan(released)
     assert out["main"] == pub["main_heads_quarter_of_best_gain_rule"]
-    assert {k: round(out["gains"][k.replace(":", ".")], 4) for k in pub["gains"]} == pub["gains"]
+    assert {k: round(out["gains"]["L" + k.replace(":", "H")], 4) for k in pub["gains"]} == pub["gains"]
     assert round(out["bar"], 4) == pub["bar"]
     res = main_set(released)
     assert {f"{h[0]}:{h[1]}": round(res.peaks[h].z, 2) for h in res.minor} == pub[
@@ -454,7 +454,7 @@ def test_results_are_frozen_and_json_ready(released):
         "minor_z": 3.5,
         "max_localized": 5,
     }
-    assert d["peaks"]["15.2"]["decision"] == "main"
+    assert d["peaks"]["L15H2"]["decision"] == "main"
     json.dumps(weak_rule(released, **RELEASE_WEAK_PARAMS).to_dict(), allow_nan=False)
 
 

@@ -17,8 +17,9 @@ from jaxtyping import Float
 from torch import Tensor
 
 from addk_interp.errors import AddkError
+from addk_interp.heads import HeadLike as Head
 from addk_interp.hooks.capture import HeadMeans
-from addk_interp.hooks.interventions import Head, inject
+from addk_interp.hooks.interventions import inject
 from addk_interp.scoring import evaluate
 from addk_interp.tasks import Example
 

@@ -23,15 +23,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from jaxtyping import Float
 from torch import Tensor
 
 from addk_interp.errors import AddkError
+from addk_interp.heads import Head, HeadLike, parse_heads  # noqa: F401  (re-exported)
 from addk_interp.hooks.capture import z_hook_name, z_to_outputs
-
-Head = tuple[int, int]
 
 
 def default_injection_layer(n_layers: int) -> int:
@@ -39,37 +39,9 @@ def default_injection_layer(n_layers: int) -> int:
     return max(0, round(n_layers * 10 / 32))
 
 
-def check_heads(model, heads: Sequence[Head]) -> list[Head]:
-    out = []
-    for lh in heads:
-        try:
-            layer, head = int(lh[0]), int(lh[1])
-        except (TypeError, ValueError, IndexError):
-            raise AddkError(f"bad head {lh!r}: expected (layer, head)") from None
-        if not (0 <= layer < model.n_layers and 0 <= head < model.n_heads):
-            raise AddkError(
-                f"head L{layer}H{head} does not exist (model has {model.n_layers} layers × "
-                f"{model.n_heads} heads)"
-            )
-        out.append((layer, head))
-    return out
-
-
-def parse_heads(text: str) -> list[Head]:
-    """'15.2,15.1' or '15:2 13:6' -> [(15, 2), (15, 1)]."""
-    heads = []
-    for part in text.replace(" ", ",").split(","):
-        if not part:
-            continue
-        sep = "." if "." in part else ":"
-        try:
-            a, b = part.split(sep)
-            heads.append((int(a), int(b)))
-        except ValueError:
-            raise AddkError(f"cannot parse head {part!r}; use LAYER.HEAD, e.g. 15.2") from None
-    if not heads:
-        raise AddkError("empty head list")
-    return heads
+def check_heads(model, heads: Sequence[Any]) -> list[Head]:
+    """Parse (``heads.Head.parse``) and check every head against the model's shape."""
+    return [Head.parse(h).check(model.n_layers, model.n_heads) for h in heads]
 
 
 def resid_site(model, layer: int, site: str = "resid_mid") -> str:
@@ -116,7 +88,7 @@ def inject(
     return [(name, fn)]
 
 
-def _z_edit(model, heads: Sequence[Head], position: int, edit) -> list:
+def _z_edit(model, heads: Sequence[HeadLike], position: int, edit) -> list:
     """Group heads by layer; ``edit(layer, head_idx_list, z_rows) -> new rows``."""
     by_layer: dict[int, list[int]] = {}
     checked = check_heads(model, heads)
@@ -139,7 +111,7 @@ def _z_edit(model, heads: Sequence[Head], position: int, edit) -> list:
 
 def replace_heads(
     model,
-    heads: Sequence[Head],
+    heads: Sequence[HeadLike],
     position: int,
     z_values: Float[Tensor, "*batch layer head d_head"],
 ) -> list:
@@ -158,13 +130,13 @@ def replace_heads(
 
 
 def mean_ablate(
-    model, heads: Sequence[Head], position: int, z_means: Float[Tensor, "layer head d_head"]
+    model, heads: Sequence[HeadLike], position: int, z_means: Float[Tensor, "layer head d_head"]
 ) -> list:
     """Replace the heads' ``hook_z`` by their (cross-task) mean ``z̄``."""
     return replace_heads(model, heads, position, z_means)
 
 
-def scale_heads(model, heads: Sequence[Head], position: int, factor: float) -> list:
+def scale_heads(model, heads: Sequence[HeadLike], position: int, factor: float) -> list:
     """Multiply the heads' ``hook_z`` at ``position`` by ``factor``."""
     if not math.isfinite(float(factor)):
         raise AddkError(f"scale factor must be finite, got {factor}")
@@ -216,7 +188,7 @@ def check_basis(basis: Float[Tensor, "d_model k"], tol: float = 1e-4) -> Tensor:
 
 def project_head(
     model,
-    head: Head,
+    head: HeadLike,
     position: int,
     basis: Float[Tensor, "d_model k"],
     mean: Float[Tensor, " d_model"] | None = None,

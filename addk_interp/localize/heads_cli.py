@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 
+from addk_interp.heads import head_str
+
 
 def add_parser(sub) -> None:
     sp = sub.add_parser("heads", help="main / minor heads from a saved recovery scan")
@@ -36,6 +38,6 @@ def run(args) -> int:
     for key, decision in sorted(
         res["decisions"].items(), key=lambda kv: -res["gains"].get(kv[0], 0.0)
     ):
-        print(f"  L{key.replace('.', 'H')}: gain {res['gains'][key]:+.4f}  {decision}")
+        print(f"  {head_str(key)}: gain {res['gains'][key]:+.4f}  {decision}")
     print("weak-rule main:", ", ".join(f"L{a}H{b}" for a, b in res["weak_rule_main"]))
     return 0

@@ -49,6 +49,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from addk_interp.errors import AddkError
+from addk_interp.heads import head_str
 from addk_interp.hooks.capture import HeadMeans
 from addk_interp.hooks.fv import check_means_model
 from addk_interp.hooks.interventions import (
@@ -286,7 +287,7 @@ def recovery_scan(
             lp = np.concatenate([p.answer_logprob for p in parts])
         outcomes[head] = correct
         if logprob:
-            mean_lp[f"{head[0]}.{head[1]}"] = lp.mean(axis=1).tolist()
+            mean_lp[head_str(head)] = lp.mean(axis=1).tolist()
     meta = {
         "protocol": "corrected: train tasks, zero-shot FV at the query position, h̄ train-only",
         "model_fingerprint": model.info.fingerprint,
@@ -333,14 +334,41 @@ class HeadSets:
     main: MainSetResult
     weak: WeakRuleResult
 
+    def localization(self) -> tuple[str, str]:
+        """The run's verdict, following the significance test, and its reason.
+
+        ``main.verdict`` is the §4.3 selector's own verdict (kept unchanged, so the released
+        scan reproduces exactly); it looks at gains only. The localization verdict also asks
+        whether the gains are beyond noise: ``no_localization`` when no main head is
+        significant (McNemar + multiplicity correction at q), else ``localized`` (≤
+        ``max_localized`` significant main heads) or ``distributed``.
+        """
+        m, sig = self.main, set(self.significant.significant)
+        if m.verdict in ("not_applicable", "not_material"):
+            return "no_localization", str(m.reason)
+        strong = [h for h in m.main if h in sig]
+        if not strong:
+            gains = ", ".join(f"{head_str(h)} {m.gains[h]:+.3f}" for h in m.main) or "none"
+            return "no_localization", (
+                f"main-head gains ({gains}; n = {m.n_eval}) are within noise: none is "
+                f"significant ({self.significant.name} at q = {self.significant.q}; "
+                f"{len(sig)} of {len(self.selected)} scanned heads significant)"
+            )
+        verdict = "localized" if len(strong) <= m.max_localized else "distributed"
+        return verdict, (
+            f"{len(strong)} significant main head(s): {', '.join(map(head_str, strong))}"
+        )
+
     def to_dict(self) -> dict[str, Any]:
         main = self.main.to_dict()
-        main["gains"] = {f"{h[0]}.{h[1]}": g for h, g in self.main.gains.items()}
+        main["gains"] = {head_str(h): g for h, g in self.main.gains.items()}
+        verdict, reason = self.localization()
         return {
             "selected": [list(h) for h in self.selected],
             "significant": self.significant.to_dict(),
             "main": main,
             "weak_rule": self.weak.to_dict(),
+            "localization": {"verdict": verdict, "reason": reason},
         }
 
 
@@ -566,9 +594,20 @@ class NecessityResult:
     clean_ci: tuple[float, float] = (float("nan"), float("nan"))
     main_ci: tuple[float, float] = (float("nan"), float("nan"))
     meta: dict = field(default_factory=dict)
+    random_all_subsets: tuple[tuple[Head, ...], ...] = ()
+    random_all_accs: tuple[float, ...] = ()
+    single_head_accs: dict = field(default_factory=dict)  # Head -> accuracy when ablated alone
 
     def to_dict(self) -> dict[str, Any]:
         return {
+            "random_all_subsets": [[list(h) for h in s] for s in self.random_all_subsets],
+            "random_all_accs": list(self.random_all_accs),
+            "frac_random_all_at_least_main": (
+                float(np.mean([a >= self.main_acc for a in self.random_all_accs]))
+                if self.random_all_accs
+                else None
+            ),
+            "single_head_accs": {head_str(h): a for h, a in self.single_head_accs.items()},
             "n": self.n,
             "clean_acc": self.clean_acc,
             "clean_ci": list(self.clean_ci),
@@ -608,12 +647,17 @@ def necessity(
     path: str = "auto",
     near_clean_tol: float = 0.01,
     clean: pd.DataFrame | None = None,
+    n_random_all: int | None = None,
+    single_heads: Sequence[Head] | None = (),
 ) -> NecessityResult:
     """Mean-ablate the main heads (train-task z̄, query position) in the clean n-shot run vs
     ``n_random`` random same-size subsets of S∖main (see module docstring).
 
     ``main=[]`` ablates nothing (equals clean). When S∖main has fewer heads than main, no
-    random subsets are drawn and the verdict says so.
+    random subsets are drawn and the verdict says so. Controls that exist whatever the
+    selected set: ``n_random_all`` (default ``n_random``) random same-size subsets drawn from
+    all heads but the main ones, and a single-head ablation table over ``single_heads``
+    (``None``: every head of the model; ``()``: none), each head mean-ablated alone.
     """
     sel = _heads(model, selected, "ablate", allow_empty=True)
     main = _heads(model, main, "ablate", allow_empty=True)
@@ -640,7 +684,25 @@ def necessity(
         )
     elif n_random:
         subsets = random_subsets(others, len(main), n_random, seed)
-    starts = {min(la for la, _ in s) for s in [tuple(main), *subsets] if s}
+    n_all = n_random if n_random_all is None else n_random_all
+    main_set_ = set(main)
+    pool = [
+        (la, h)
+        for la in range(model.n_layers)
+        for h in range(model.n_heads)
+        if (la, h) not in main_set_
+    ]
+    all_subsets = (
+        random_subsets(pool, len(main), n_all, seed + 1) if main and len(pool) >= len(main) else []
+    )
+    if single_heads is None:
+        single_heads = [(la, h) for la in range(model.n_layers) for h in range(model.n_heads)]
+    single_list = [tuple(h) for h in _heads(model, single_heads, "ablate", allow_empty=True)]
+    starts = {
+        min(la for la, _ in s)
+        for s in [tuple(main), *subsets, *all_subsets, *[(h,) for h in single_list]]
+        if s
+    }
     runner = PromptRunner(
         model,
         examples,
@@ -664,6 +726,8 @@ def necessity(
 
     main_ok = run(main)
     accs = [float(run(s).mean()) for s in subsets]
+    all_accs = [float(run(s).mean()) for s in all_subsets]
+    singles = {h: float(run([h]).mean()) for h in single_list}
     main_acc = float(main_ok.mean())
     clean_acc = float(clean_ok.mean())
     return NecessityResult(
@@ -680,6 +744,9 @@ def necessity(
         near_clean_tol=near_clean_tol,
         seed=seed,
         verdict=verdict,
+        random_all_subsets=tuple(all_subsets),
+        random_all_accs=tuple(all_accs),
+        single_head_accs=singles,
         clean_ci=bootstrap_ci(clean_ok.astype(float), seed=seed),
         main_ci=bootstrap_ci(main_ok.astype(float), seed=seed),
         meta={

@@ -49,6 +49,7 @@ import numpy as np
 from jaxtyping import Bool, Float, Int, Real
 
 from addk_interp.errors import AddkError
+from addk_interp.heads import head_str
 
 Head = tuple[int, int]
 
@@ -71,8 +72,8 @@ _REQUIRED_KEYS = ("n_eval", "c_grid", "clean_correct", "full_selected_fv_correct
 
 
 def head_key(head: Head) -> str:
-    """JSON key of a head in selector outputs: ``"layer.head"``."""
-    return f"{head[0]}.{head[1]}"
+    """JSON key of a head in selector outputs: ``"L{layer}H{head}"`` (``heads.Head``)."""
+    return head_str(head)
 
 
 def _exact(value: float) -> Fraction:
@@ -405,10 +406,10 @@ def save_scan_json(scan: RecoveryScan, path: str | Path, *, outcomes: bool = Tru
             f"{h[0]}:{h[1]}": ["".join("1" if x else "0" for x in row) for row in mat]
             for h, mat in scan.outcomes.items()
         }
-    from addk_interp.store import _atomic
+    from addk_interp.store import atomic_write_text
 
     text = json.dumps(payload, indent=1, allow_nan=False) + "\n"
-    return _atomic(Path(path), lambda tmp: Path(tmp).write_text(text, "utf-8"))
+    return atomic_write_text(Path(path), text)
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,0 +1,33 @@
+"""README's result tables are the committed run summaries, verbatim (no hand-copied numbers)."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_readme_results_equal_committed_summaries():
+    summaries = sorted((ROOT / "results" / "summaries").glob("*.md"))
+    assert summaries, "no committed run summaries"
+    r = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "readme_results.py"), "--check"],
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 0, r.stderr
+    readme = (ROOT / "README.md").read_text()
+    for f in summaries:
+        body = f.read_text().rstrip("\n")
+        assert body.startswith("| quantity | value | from |")
+        assert body in readme
+
+
+def test_summary_markdown_of_a_run_matches_its_rows(tmp_path):
+    """The summary file format is what ``addk-interp summary --markdown --out`` writes."""
+    from addk_interp.run_summary import to_markdown
+
+    rows = [("model", "m (abc)", "manifest.json"), ("x", "1.00", "a/b.json")]
+    md = to_markdown(rows)
+    assert md.splitlines()[0] == "| quantity | value | from |"
+    assert "| x | 1.00 | `a/b.json` |" in md
