@@ -149,6 +149,7 @@ def evaluate(
                 "answer_logprob": float(sc.answer_logprob[j]),
                 "first_token_prob": float(sc.first_token_prob[j]),
                 "pred": model.tokenizer.decode(sc.pred[j, : batch.answer_len].tolist()),
+                "prompt": batch.encoded[j].prompt.text,
             }
     return pd.DataFrame(rows)
 

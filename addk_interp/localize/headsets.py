@@ -72,7 +72,7 @@ from addk_interp.localize.selectors import (
     weak_rule,
 )
 from addk_interp.scoring import bootstrap_ci, evaluate
-from addk_interp.tasks import Example, manifest_hash
+from addk_interp.tasks import Example, manifest_hash, render
 
 Head = tuple[int, int]
 
@@ -759,5 +759,7 @@ def necessity(
             "forward_path": runner.path,
             "main_outcomes": _outcome_string(main_ok),
             "clean_outcomes": _outcome_string(clean_ok),
+            "prompts": [render(e, fmt).text for e in examples],
+            "answers": [e.answer for e in examples],
         },
     )
