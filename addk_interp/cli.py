@@ -116,6 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
         "addk_interp.localize.heads_cli",
         "addk_interp.organism.cli",
         "addk_interp.run_summary",
+        "addk_interp.validation",
     ):
         if importlib.util.find_spec(extra) is None:
             continue

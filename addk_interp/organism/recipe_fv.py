@@ -130,7 +130,7 @@ class FVRecipeConfig:
     """Every setting of an ``organism-fv`` training run (defaults = the shipped checkpoint)."""
 
     seed: int = 0
-    steps: int = 4000
+    steps: int = 4500
     batch_size: int = 64
     lr: float = 3e-3
     min_lr_ratio: float = 0.05
@@ -160,9 +160,13 @@ class FVRecipeConfig:
     fv_ramp_steps: int = 300
     probe_weight: float = 1.0
     extract_weight: float = 1.0
+    # the separator "#" after every label is a loss target too (few-shot sequences and the
+    # zero-shot FV prompt "<bos> x -> y #"), so an answer is followed by a terminator: the
+    # toolkit's exact match requires it (a model that continues "36" into "365" is wrong)
+    loss_on_separator: bool = True
     model: ModelConfig = field(default_factory=ModelConfig)
     num_threads: int = 1
-    log_every: int = 25
+    log_every: int = 50
     eval_every: int = 500
 
     def __post_init__(self) -> None:
@@ -221,7 +225,7 @@ class FVRecipeConfig:
         kw: dict[str, Any] = dict(data)
         if "model" in kw:
             kw["model"] = ModelConfig(**kw["model"])
-        for name, f in ((f.name, f) for f in dataclasses.fields(cls)):
+        for name in (f.name for f in dataclasses.fields(cls)):
             if name in kw and isinstance(kw[name], list):
                 kw[name] = tuple(kw[name])
         return cls(**kw)
@@ -325,6 +329,8 @@ def make_fv_batch(config: FVRecipeConfig, ids: TokenIds, step: int) -> FVBatch:
         n_tok += len(row)
         label_pos = np.arange(n) * 4 + 3
         label_mask[b, label_pos[clean]] = True
+        if config.loss_on_separator:
+            label_mask[b, label_pos + 1] = True
         if k in fv_set:
             for j in range(n - 1):  # the last label is followed by no query
                 off = int(ys[j] - xs[j])
@@ -513,11 +519,17 @@ def _losses(
                 weights.append(config.fv_mean_weight)
             n_seq = v.shape[0]
             zs = _zero_shot_tokens(ids, torch.cat(xs))
-            with inject_after_attention(model, layer, torch.cat(vecs), pos=2):
-                hz = model.model(input_ids=zs).last_hidden_state[:, -1]
-            lz = model.lm_head(hz)
             tz = ids.number_base + torch.cat(xs) + torch.cat(ks)
+            if config.loss_on_separator:  # "<bos> x -> y": predict y at "->", then "#"
+                zs = torch.cat([zs, tz[:, None]], dim=1)
+            with inject_after_attention(model, layer, torch.cat(vecs), pos=2):
+                hall = model.model(input_ids=zs).last_hidden_state
+            lz = model.lm_head(hall[:, 2])
             ce = torch.nn.functional.cross_entropy(lz, tz, reduction="none")
+            if config.loss_on_separator:
+                ls = model.lm_head(hall[:, 3])
+                sep = torch.full_like(tz, ids.sep)
+                ce = ce + torch.nn.functional.cross_entropy(ls, sep, reduction="none")
             l_fv = ce[:n_seq].mean()
             loss = loss + w_fv * weights[0] * l_fv
             stats["fv"] = float(l_fv.detach())
