@@ -685,7 +685,7 @@ class Run:
 
         _ = self.family  # tasks first: no model load for a bad task spec
         get_format(self.cfg.format)
-        _ = self.layer
+        self.model.residual_hook(self.layer, "resid_mid")  # the site exists (not parallel attn)
         probe = self._examples(list(self.family.tasks), 1, "validate")
         encode_examples(self.model, probe, self.cfg.format)
 

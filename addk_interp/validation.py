@@ -246,7 +246,7 @@ def validate(run, *, n_prompts: int = 4, verbose: bool = False) -> ValidationRes
     methods.append(
         MethodScore("aie", _cut_selected(a), _ranking(a), walls.get("aie", float("nan")))
     )
-    ex = run._examples(train, n_prompts, "validate")
+    ex = run._examples(train, n_prompts, "validation_scores")
     t0 = time.time()
     atp = attribution_patching(
         model, ex, train_m, train_tasks=train, fmt=run.cfg.format, batch_size=run.cfg.batch_size

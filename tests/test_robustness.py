@@ -229,6 +229,16 @@ def test_cli_heads_and_layers(capsys, cached_models):
     refused(capsys, base + ["--heads", "7.0"], "head L7H0 does not exist")
     refused(capsys, base + ["--heads", "0.1", "--layer", "7"], "--layer 7 out of range 0..2")
     refused(capsys, base + ["--heads", "0.1", "--layer", "-1"], "--layer -1 out of range")
+    refused(capsys, base + ["--heads", "L1H99"], "head L1H99 does not exist")
+    refused(capsys, base + ["--heads", "1.x"], "cannot parse head '1.x'")
+    refused(capsys, base + ["--heads", "L0H1,0.1"], "head L0H1 is listed twice")
+    refused(capsys, base + ["--heads", "L0H1", "--coef", "a"], "--coef must be comma-separated")
+    refused(capsys, base + ["--heads", "L0H1", "--coef", "nan"], "--coef values must be finite")
+    refused(
+        capsys,
+        ["fv", "--model", "tiny-neox", "--heads", "L0H1", "--k", "1-3", "--n", "2", "--quiet"],
+        "parallel attention and MLP",
+    )
     refused(
         capsys,
         ["info", "--model", "organism", "--backend", "hooked"],
@@ -344,6 +354,19 @@ def test_cli_train_organism_refusals_write_nothing(capsys, tmp_path):
         "warmup_steps must be in [0, steps]",
         prefix="train-organism: error:",
     )
+    refused(
+        capsys,
+        ["train-organism", "--out", str(out), "--recipe", "bogus"],
+        "unknown --recipe 'bogus'",
+        prefix="train-organism: error:",
+    )
+    assert not out.exists()
+
+
+def test_cli_run_parallel_attention_model_writes_nothing(capsys, tmp_path):
+    out = tmp_path / "neox"
+    argv = ["run", "--model", "tiny-neox", "--out", str(out), "--quick", "--quiet", "--k", "1-3"]
+    refused(capsys, argv, "no resid_mid site")
     assert not out.exists()
 
 

@@ -9,13 +9,17 @@ Cost: capture forwards + one zero-shot and one n-shot forward per scored example
 
 from __future__ import annotations
 
+import math
+
 from pathlib import Path
 
 
 def add_parser(sub) -> None:
     sp = sub.add_parser("fv", help="function-vector accuracy of a head set")
     sp.add_argument("--model", default="default")
-    sp.add_argument("--heads", required=True, help="LAYER.HEAD list, e.g. 15.2,15.1 or 'all'")
+    sp.add_argument(
+        "--heads", required=True, help="heads, L{layer}H{head} or LAYER.HEAD: L15H2,L15H1 or 15.2,15.1; or all"
+    )
     sp.add_argument("--coef", default=None, help="coefficients, one per head (default 1)")
     sp.add_argument("--means", default=None, help="saved HeadMeans (.safetensors) to reuse")
     sp.add_argument("--family", default="add")
@@ -38,7 +42,7 @@ def run(args) -> int:
     from addk_interp.hooks.fv import check_means_model, evaluate_fv, head_set_vectors
     from addk_interp.hooks.interventions import check_heads, default_injection_layer, parse_heads
     from addk_interp.models import load_model
-    from addk_interp.scoring import accuracy_table, bootstrap_ci
+    from addk_interp.scoring import accuracy_table, bootstrap_ci, evaluate
     from addk_interp.store import write_table
     from addk_interp.tasks import arithmetic_family, parse_k_range, sample_family
 
@@ -51,7 +55,12 @@ def run(args) -> int:
     heads = None if args.heads == "all" else parse_heads(args.heads)
     coefs = None
     if args.coef:
-        coefs = [float(c) for c in args.coef.split(",")]
+        try:
+            coefs = [float(c) for c in args.coef.split(",")]
+        except ValueError:
+            raise AddkError(f"--coef must be comma-separated numbers, got {args.coef!r}") from None
+        if not all(math.isfinite(c) for c in coefs):
+            raise AddkError(f"--coef values must be finite, got {args.coef!r}")
         if heads is None or len(coefs) != len(heads):
             raise AddkError("--coef needs one value per head in --heads")
     scored = sample_family(family, tasks, args.n, args.shots, seed=args.seed, kind="final_eval")
@@ -61,6 +70,7 @@ def run(args) -> int:
     layer = default_injection_layer(model.n_layers) if args.layer is None else args.layer
     if not 0 <= layer < model.n_layers:
         raise AddkError(f"--layer {layer} out of range 0..{model.n_layers - 1}")
+    model.residual_hook(layer, "resid_mid")  # refuses models without the site (parallel attn)
     if args.means:
         means = HeadMeans.load(Path(args.means))
         check_means_model(model, means)
@@ -74,11 +84,17 @@ def run(args) -> int:
         means = capture_means(model, ex, args.format, verbose=not args.quiet)
     vecs = head_set_vectors(means, tasks, heads, coefs)
     df = evaluate_fv(model, scored, vecs, layer=layer, fmt=args.format, verbose=not args.quiet)
+    base = evaluate(model, scored, args.format, zero_shot=True, desc="zero-shot")
     lo, hi = bootstrap_ci(df["correct"].to_numpy(), seed=args.seed)
+    b = base["correct"].to_numpy().astype(float)
+    blo, bhi = bootstrap_ci(b, seed=args.seed)
+    lift = df["correct"].to_numpy().astype(float) - b
+    llo, lhi = bootstrap_ci(lift, seed=args.seed)
     print(
-        f"FV accuracy {df['correct'].mean():.3f} [{lo:.3f}, {hi:.3f}]  clean "
-        f"{df['clean_correct'].mean():.3f}  (n={len(df)}, layer {layer}, "
-        f"{'all heads' if heads is None else len(heads)} heads)"
+        f"FV accuracy {df['correct'].mean():.3f} [{lo:.3f}, {hi:.3f}]  zero-shot without FV "
+        f"{b.mean():.3f} [{blo:.3f}, {bhi:.3f}]  paired lift {lift.mean():+.3f} "
+        f"[{llo:+.3f}, {lhi:+.3f}]  clean n-shot {df['clean_correct'].mean():.3f}  "
+        f"(n={len(df)}, layer {layer}, {'all heads' if heads is None else len(heads)} heads)"
     )
     table = accuracy_table(df, by=("task", "k"))
     print(table[["task", "k", "n", "accuracy", "ci_low", "ci_high"]].to_string(index=False))
