@@ -10,7 +10,6 @@ Cost: capture forwards + one zero-shot and one n-shot forward per scored example
 from __future__ import annotations
 
 import math
-
 from pathlib import Path
 
 
