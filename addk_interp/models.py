@@ -387,14 +387,23 @@ class HookedModel:
     def _final_norm(self):
         return self.model.ln_final
 
+    @property
+    def logit_softcap(self) -> float | None:
+        """The final-logit soft-cap c (Gemma-2: logits ← c·tanh(logits / c)), or None. Applied
+        by ``unembed`` so logits at chosen positions equal the full forward's."""
+        cfg = self.model.cfg
+        for name in ("output_logits_soft_cap", "final_logit_softcapping"):
+            cap = getattr(cfg, name, None)
+            if cap is not None and float(cap) > 0:
+                return float(cap)
+        return None
+
+    def softcap(self, logits: Tensor) -> Tensor:
+        cap = self.logit_softcap
+        return logits if cap is None else torch.tanh(logits / cap) * cap
+
     def _unembed(self, resid: Float[Tensor, "batch n d_model"]) -> Float[Tensor, "batch n vocab"]:
-        if self.backend == "bridge":
-            logits = self.model.unembed(resid)
-            cap = getattr(self.model.cfg, "final_logit_softcapping", None)
-            if cap:
-                logits = torch.tanh(logits / cap) * cap
-            return logits
-        return self.model.unembed(resid)
+        return self.softcap(self.model.unembed(resid))
 
     def logits_at(
         self,

@@ -332,3 +332,18 @@ def test_real_models_inject_and_head_edit_equal_reference(spec):
     want = ref.logits(toks, [project_head_output(layer, 0, q, basis, torch.zeros(d), "out", scale_fn)])
     got = model.full_logits(toks, iv.project_head(model, (layer, 0), q, basis, None, "out"))
     assert rel_err(got, want) <= RTOL
+
+
+@pytest.mark.parametrize("spec", [*BRIDGED, "tiny-hooked", "tiny-neox"])
+def test_logits_at_equals_the_full_forward(spec):
+    """Logits at chosen positions (final norm + unembedding of selected rows, soft-capping
+    included: Gemma-2) equal the full forward's and HF's own logits."""
+    model = model_of(spec)
+    b = batch_of(model)
+    pos = [1, b.query_pos, b.tokens.shape[1] - 1]
+    full = model.full_logits(b.tokens)
+    assert rel_err(model.logits_at(b.tokens, pos), full[:, pos]) <= 1e-5
+    if spec in BRIDGED:
+        assert rel_err(full, reference(spec).logits(b.tokens)) <= 1e-5
+    if spec == "tiny-gemma2":
+        assert model.logit_softcap == 5.0 and full.abs().max() < 5.0

@@ -671,9 +671,7 @@ class PromptRunner:
         b_u = getattr(self.model.model, "b_U", None)
         if b_u is not None:
             lg = lg + b_u[cand].to(lg.dtype)
-        cap = getattr(self.model.cfg, "final_logit_softcapping", None)
-        if cap and self.model.backend == "bridge":
-            lg = torch.tanh(lg / cap) * cap
+        lg = self.model.softcap(lg)
         if self._cand_ok is None:  # verify once against the real unembedding
             ref = self.upper.unembed(x[:4])[:, cand]
             diff = float((ref.float() - lg[:4].float()).abs().max())
