@@ -339,6 +339,12 @@ def add_parser(sub) -> None:
         default=4,
         help="n-shot prompts per training task for attribution patching and ablation (4)",
     )
+    sp.add_argument(
+        "--reuse",
+        action="store_true",
+        help="use the finished run in --run as it is (no stage is recomputed, even if the code "
+        "changed since it ran); without it, stale stages are recomputed first",
+    )
     sp.add_argument("--quiet", action="store_true", help="no progress bars")
     sp.set_defaults(func=_cmd)
 
@@ -351,7 +357,14 @@ def _cmd(a) -> int:
     preset = "quick" if a.quick else "default"
     cfg = RunConfig(model=a.model, preset=preset, **PRESETS[preset])
     run = Run(cfg, Path(a.run), verbose=not a.quiet)
-    run.execute()
+    if a.reuse:
+        if not (run.out / "manifest.json").exists():
+            raise AddkError(f"--reuse needs a finished run in {run.out} (no manifest.json)")
+        man = json.loads((run.out / "manifest.json").read_text())
+        if man["model"]["fingerprint"] != run.model.info.fingerprint:
+            raise AddkError(f"{run.out} holds a run of another model ({man['model']['name']})")
+    else:
+        run.execute()
     res = validate(run, n_prompts=a.n_prompts, verbose=not a.quiet)
     res.save(run.out / "validation.json")
     md = res.markdown() + "\n"

@@ -160,10 +160,15 @@ class FVRecipeConfig:
     fv_ramp_steps: int = 300
     probe_weight: float = 1.0
     extract_weight: float = 1.0
-    # the separator "#" after every label is a loss target too (few-shot sequences and the
-    # zero-shot FV prompt "<bos> x -> y #"), so an answer is followed by a terminator: the
-    # toolkit's exact match requires it (a model that continues "36" into "365" is wrong)
-    loss_on_separator: bool = True
+    # separator phase: after ``steps``, ``separator_steps`` more steps (fresh AdamW, constant
+    # ``separator_lr`` = the cosine floor) in which the separator "#" after every label is a
+    # loss target too (few-shot sequences and the zero-shot FV prompt "<bos> x -> y #"), so an
+    # answer is followed by a terminator: the toolkit's exact match requires it (a model that
+    # continues "36" into "365" is wrong). Separators as targets from the start slowed
+    # learning (5-shot 0.24 vs 0.64 at step 1000), hence a phase of its own.
+    loss_on_separator: bool = False
+    separator_steps: int = 500
+    separator_lr: float = 1.5e-4
     model: ModelConfig = field(default_factory=ModelConfig)
     num_threads: int = 1
     log_every: int = 50
@@ -591,9 +596,55 @@ def _log(msg: str, verbose: bool, log_file: str | Path | None) -> None:
             f.write(msg + "\n")
 
 
+def finish_from_main_phase(
+    main_phase_dir: str | Path,
+    out_dir: str | Path,
+    config: FVRecipeConfig | None = None,
+    verbose: bool = True,
+    log_file: str | Path | None = None,
+) -> FVTrainResult:
+    """Run only the separator phase from the saved weights of a finished main phase (a
+    checkpoint trained with ``separator_steps = 0`` and otherwise the same config, verified by
+    its manifest). The separator phase starts a fresh optimizer, so this equals the tail of
+    ``train_organism_fv`` exactly when the main phase reproduces those weights."""
+    config = config if config is not None else FVRecipeConfig()
+    src = json.loads((Path(main_phase_dir) / "manifest.json").read_text())
+    want = dataclasses.replace(
+        config, separator_steps=0, separator_lr=FVRecipeConfig.separator_lr
+    ).to_dict()
+    got = dict(src["config"])
+    got.setdefault("separator_steps", 0)
+    got.setdefault("separator_lr", FVRecipeConfig.separator_lr)
+    got.setdefault("loss_on_separator", False)
+    if got != want:
+        diff = sorted(k for k in want if got.get(k) != want[k])
+        raise AddkError(f"{main_phase_dir} was trained with another main-phase config: {diff}")
+    from safetensors.torch import load_file
+
+    state = load_file(str(Path(main_phase_dir) / "model.safetensors"))
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    prev = torch.get_num_threads()
+    torch.set_num_threads(config.num_threads)
+    try:
+        res = _train(out_dir, config, verbose, {}, log_file, init_state=state)
+    finally:
+        torch.set_num_threads(prev)
+    man = json.loads((out_dir / "manifest.json").read_text())
+    man["main_phase"] = {
+        "from": "weights of a main-phase run (separator_steps = 0)",
+        "weights_sha256": src["weights"]["sha256"],
+        "wall_time_s": src.get("wall_time_s"),
+        "train_wall_time_s": src.get("train_wall_time_s"),
+    }
+    man["phase_wall_time_s"]["main"] = src.get("train_wall_time_s")
+    _atomic_write_text(out_dir / "manifest.json", json.dumps(man, indent=2) + "\n")
+    return res
+
+
 def _train(
     out_dir: Path, config: FVRecipeConfig, verbose: bool, eval_sizes: dict[str, int],
-    log_file: str | Path | None,
+    log_file: str | Path | None, init_state: dict[str, Tensor] | None = None,
 ) -> FVTrainResult:
     t_wall = time.perf_counter()
     tok = build_tokenizer()
@@ -618,7 +669,11 @@ def _train(
     history: list[dict[str, Any]] = []
     acc: dict[str, list[float]] = {}
     t_train = 0.0
-    for step in range(1, config.steps + 1):
+    if init_state is not None:  # phase 1 already done (its weights given): separator phase only
+        missing, unexpected = model.load_state_dict(init_state, strict=False)
+        if unexpected or any(k != "lm_head.weight" for k in missing):  # lm_head is tied
+            raise AddkError(f"main-phase weights do not fit: {missing} {unexpected}")
+    for step in range(1, config.steps + 1 if init_state is None else 1):
         t0 = time.perf_counter()
         batch = make_fv_batch(config, ids, step)
         lr = _lr_at(config, step)
@@ -652,6 +707,10 @@ def _train(
             )
             model.train()
             _log(f"eval step {step}: {json.dumps(_short(quick))}", verbose, log_file)
+    phase1_wall = time.perf_counter() - t_wall
+    t_sep = time.perf_counter()
+    t_train += separator_phase(model, config, tok, helix_k, rows, history, verbose, log_file)
+    phase2_wall = time.perf_counter() - t_sep
     train_wall = time.perf_counter() - t_wall
     model.eval()
     bars = measure_bars(model, tok, layer=config.planted_layer, heads=config.planted_heads,
@@ -673,6 +732,10 @@ def _train(
         "wall_time_s": round(wall, 2),
         "train_wall_time_s": round(train_wall, 2),
         "train_step_time_s": round(t_train, 2),
+        "phase_wall_time_s": {
+            "main": None if init_state is not None else round(phase1_wall, 2),
+            "separator": round(phase2_wall, 2),
+        },
         "num_threads": config.num_threads,
         "final_loss": history[-1]["loss"] if history else None,
         "bars": bars,
@@ -687,6 +750,58 @@ def _train(
     }
     _atomic_write_text(out_dir / "manifest.json", json.dumps(manifest, indent=2) + "\n")
     return FVTrainResult(out_dir, wall, t_train, bars, digest, history)
+
+
+def separator_phase(
+    model: LlamaForCausalLM,
+    config: FVRecipeConfig,
+    tok: PreTrainedTokenizerBase,
+    helix_k: Tensor,
+    rows: Tensor,
+    history: list[dict[str, Any]],
+    verbose: bool,
+    log_file: str | Path | None,
+) -> float:
+    """The separator phase (see ``FVRecipeConfig.separator_steps``); returns step seconds."""
+    if config.separator_steps <= 0:
+        return 0.0
+    ids = token_ids(tok)
+    sep_cfg = dataclasses.replace(config, loss_on_separator=True)
+    model.train()
+    decay = [p for _, p in model.named_parameters() if p.ndim >= 2]
+    no_decay = [p for _, p in model.named_parameters() if p.ndim < 2]
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": config.weight_decay},
+         {"params": no_decay, "weight_decay": 0.0}],
+        lr=config.separator_lr, betas=(config.beta1, config.beta2), eps=config.adam_eps,
+        foreach=False,
+    )
+    acc: dict[str, list[float]] = {}
+    t_train = 0.0
+    for i in range(1, config.separator_steps + 1):
+        step = config.steps + i
+        t0 = time.perf_counter()
+        batch = make_fv_batch(sep_cfg, ids, step)
+        loss, stats = _losses(model, sep_cfg, ids, batch, helix_k, 1.0)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+        opt.step()
+        _write_helix(model, config, rows, ids.number_base)
+        t_train += time.perf_counter() - t0
+        for key, val in stats.items():
+            acc.setdefault(key, []).append(val)
+        if i % config.log_every == 0 or i == config.separator_steps:
+            rec = {"step": step, "lr": config.separator_lr, "w_fv": 1.0, "phase": "separator"}
+            rec.update({k: float(np.mean(v)) for k, v in acc.items()})
+            acc = {}
+            history.append(rec)
+            _log(
+                f"step {step} (separator phase) "
+                + " ".join(f"{k}={v:.3f}" for k, v in rec.items() if isinstance(v, float)),
+                verbose, log_file,
+            )
+    return t_train
 
 
 def ground_truth(config: FVRecipeConfig) -> dict[str, Any]:
