@@ -1,8 +1,10 @@
 """Splice the committed run summaries into README.md (or check that README matches them).
 
-Each ``results/summaries/NAME.md`` was written by ``addk-interp summary RUN_DIR --markdown
---out results/summaries/NAME.md`` from a finished run; README.md holds it verbatim between
-``<!-- results:NAME -->`` and ``<!-- /results:NAME -->``. ``--check`` exits 1 when README
+Each ``results/summaries/NAME.md`` was written by ``addk-interp summary RUN_DIR --save
+results/summaries/NAME.md`` from a finished run, each ``results/validation/NAME.md`` is the
+``validation.md`` that ``addk-interp validate`` wrote into its run directory; README.md holds
+them verbatim between ``<!-- results:NAME -->`` / ``<!-- validation:NAME -->`` and the
+matching closing comment. ``--check`` exits 1 when README
 differs from the summaries (the test suite runs it), so README's result tables cannot drift
 from what runs produce.
 """
@@ -15,7 +17,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 SUMMARIES = ROOT / "results" / "summaries"
-BLOCK = re.compile(r"(<!-- results:(?P<name>[\w.-]+) -->\n)(?P<body>.*?)(<!-- /results:(?P=name) -->)", re.S)
+KINDS = {"results": SUMMARIES, "validation": ROOT / "results" / "validation"}
+BLOCK = re.compile(
+    r"(<!-- (?P<kind>results|validation):(?P<name>[\w.-]+) -->\n)(?P<body>.*?)"
+    r"(<!-- /(?P=kind):(?P=name) -->)",
+    re.S,
+)
 
 
 def splice(readme: str) -> tuple[str, list[str]]:
@@ -23,18 +30,21 @@ def splice(readme: str) -> tuple[str, list[str]]:
     seen = set()
 
     def repl(m: re.Match) -> str:
-        name = m.group("name")
-        seen.add(name)
-        f = SUMMARIES / f"{name}.md"
+        kind, name = m.group("kind"), m.group("name")
+        seen.add((kind, name))
+        f = KINDS[kind] / f"{name}.md"
         if not f.exists():
-            problems.append(f"README block {name!r} has no {f.relative_to(ROOT)}")
+            problems.append(f"README block {kind}:{name} has no {f.relative_to(ROOT)}")
             return m.group(0)
-        return m.group(1) + f.read_text().rstrip("\n") + "\n" + m.group(4)
+        return m.group(1) + f.read_text().rstrip("\n") + "\n" + m.group(5)
 
     out = BLOCK.sub(repl, readme)
-    for f in sorted(SUMMARIES.glob("*.md")):
-        if f.stem not in seen:
-            problems.append(f"{f.relative_to(ROOT)} is not shown in README (no results:{f.stem} block)")
+    for kind, folder in KINDS.items():
+        for f in sorted(folder.glob("*.md")):
+            if (kind, f.stem) not in seen:
+                problems.append(
+                    f"{f.relative_to(ROOT)} is not shown in README (no {kind}:{f.stem} block)"
+                )
     return out, problems
 
 
