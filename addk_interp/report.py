@@ -136,6 +136,65 @@ def _tables_and_notes(run) -> tuple[list[tuple[str, pd.DataFrame]], list[str]]:
     return tables, notes
 
 
+def _planted_block(run) -> list[str]:
+    """Recovered vs planted (models with ground truth: organism-fv) and the validation table
+    when ``addk-interp validate`` has run. The ground truth is read here, for the reader, from
+    the checkpoint manifest; no stage reads it."""
+    import json
+
+    from addk_interp.store import stage_json
+    from addk_interp.validation import ground_truth_of
+
+    gt = ground_truth_of(run.model)
+    out: list[str] = []
+    if gt is not None:
+        sel = stage_json(run.out, "localize", "selected.json") or {}
+        hs = stage_json(run.out, "scan", "headsets.json") or {}
+        sig = (hs.get("significant") or {}).get("significant", [])
+        main = (hs.get("main") or {}).get("main", [])
+        loc = (hs.get("localization") or {}).get("verdict")
+
+        def fmt(hh):
+            return ", ".join(head_str(h) for h in hh) or "none"
+
+        rows = pd.DataFrame(
+            [
+                {"": "planted (checkpoint manifest)", "heads": ", ".join(gt["planted_heads"])},
+                {"": "selected (gate learning)", "heads": fmt(sel.get("heads", []))},
+                {"": "significant (McNemar + BH)", "heads": fmt(sig)},
+                {"": f"main (verdict {loc})", "heads": fmt(main)},
+            ]
+        )
+        out.append("<h2>Recovered vs planted mechanism</h2>")
+        out.append(
+            f"<p>This model has a planted mechanism: a function vector in "
+            f"{html.escape(', '.join(gt['planted_heads']))} (layer {gt['layer']}), number "
+            f"embeddings with periods {html.escape(str(gt['planted_periods']))}. The stages "
+            "never read it; it is shown here for comparison.</p>" + _table(rows)
+        )
+    vj = run.out / "validation.json"
+    if vj.exists():
+        v = json.loads(vj.read_text())
+        df = pd.DataFrame(
+            [
+                {
+                    "method": m["method"],
+                    "selected": ", ".join(m["selected"]) or "none",
+                    "precision": m.get("precision"),
+                    "recall": m.get("recall"),
+                    "planted ranks": ", ".join(
+                        f"{k} {r}" for k, r in (m.get("planted_ranks") or {}).items()
+                    ),
+                    "wall s": m["wall_s"],
+                }
+                for m in v["methods"]
+            ]
+        )
+        out.append("<h2>Localization methods (addk-interp validate)</h2>")
+        out.append(f"<p>{html.escape(v['note'])}</p>" + _table(df))
+    return out
+
+
 def write_report(run) -> Path:
     from addk_interp.figures import FIGURES, build
 
@@ -166,6 +225,7 @@ def write_report(run) -> Path:
         f"<code>{html.escape(run.cfg.format)}</code>, seed {run.cfg.seed}, injection layer "
         f"{run.layer}.</p>",
     ]
+    parts += _planted_block(run)
     first = True
     for title, fig in figs:
         parts.append(f"<h2>{html.escape(title)}</h2>")

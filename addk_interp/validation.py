@@ -367,6 +367,9 @@ def _cmd(a) -> int:
         run.execute()
     res = validate(run, n_prompts=a.n_prompts, verbose=not a.quiet)
     res.save(run.out / "validation.json")
+    from addk_interp.report import write_report
+
+    write_report(run)  # the report gains the validation table
     md = res.markdown() + "\n"
     atomic_write_text(run.out / "validation.md", md)
     print(md, end="")

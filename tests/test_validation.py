@@ -8,6 +8,7 @@ import pytest
 from addk_interp.cli import main
 from addk_interp.heads import Head
 from addk_interp.pipeline import PRESETS, Run, RunConfig
+from addk_interp.report import write_report
 from addk_interp.validation import METHODS, ground_truth_of, validate
 
 
@@ -42,6 +43,12 @@ def test_scores_every_method_against_the_planted_heads(fv_run):
     assert "Planted heads: L1H0, L1H4" in md and "precision" in md
     p = res.save(fv_run.out / "v.json")
     assert json.loads(p.read_text())["methods"][0]["method"] == "gates_coef"
+    # the report shows the recovered vs the planted mechanism, and the validation table
+    res.save(fv_run.out / "validation.json")
+    html = write_report(fv_run).read_text()
+    assert "Recovered vs planted mechanism" in html and "L1H0, L1H4" in html
+    assert "Localization methods (addk-interp validate)" in html
+    assert html.index("Recovered vs planted") < html.index("<div")  # before the first figure
 
 
 def test_no_ground_truth_reports_agreement_only(tmp_path):
@@ -52,6 +59,7 @@ def test_no_ground_truth_reports_agreement_only(tmp_path):
     res = validate(run, n_prompts=1)
     assert res.ground_truth is None and "No ground truth" in res.note
     assert all(m.precision is None for m in res.methods)
+    assert "Recovered vs planted" not in write_report(run).read_text()
     assert len(res.agreement) == len(METHODS) * (len(METHODS) - 1) // 2
 
 
