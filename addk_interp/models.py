@@ -621,6 +621,15 @@ def tiny_tokenizer():
     return AutoTokenizer.from_pretrained(str(path))
 
 
+def _perturb(model, which: Callable[[str, Tensor], bool], std: float) -> None:
+    """Redraw the parameters ``which`` selects from N(0, std²) (seeded by the caller), so tests
+    of norms and biases cannot pass on their default values (ones / zeros)."""
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if which(name, p):
+                p.normal_(0, std)
+
+
 def tiny_hf_model(kind: str, vocab: int, seed: int = 0, dtype=torch.float32):
     from transformers import Gemma3ForCausalLM, Gemma3TextConfig, LlamaConfig, LlamaForCausalLM
 
@@ -654,10 +663,7 @@ def tiny_hf_model(kind: str, vocab: int, seed: int = 0, dtype=torch.float32):
             initializer_range=0.2,
         )
         model = Gemma3ForCausalLM(cfg)
-        with torch.no_grad():  # random non-trivial norm gains so post-norm tests can fail
-            for name, p in model.named_parameters():
-                if "norm" in name:
-                    p.normal_(0, 0.3)
+        _perturb(model, lambda name, p: "norm" in name, 0.3)  # non-trivial norm gains
     elif kind in ("tiny-mistral", "tiny-qwen2"):
         from transformers import MistralConfig, MistralForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
@@ -699,10 +705,7 @@ def tiny_hf_model(kind: str, vocab: int, seed: int = 0, dtype=torch.float32):
                 architectures=["Gemma2ForCausalLM"],
             )
         )
-        with torch.no_grad():
-            for name, p in model.named_parameters():
-                if "norm" in name:
-                    p.normal_(0, 0.3)
+        _perturb(model, lambda name, p: "norm" in name, 0.3)
     elif kind == "tiny-gpt2":
         from transformers import GPT2Config, GPT2LMHeadModel
 
@@ -717,10 +720,7 @@ def tiny_hf_model(kind: str, vocab: int, seed: int = 0, dtype=torch.float32):
                 architectures=["GPT2LMHeadModel"],
             )
         )
-        with torch.no_grad():  # non-zero biases so bias handling is tested
-            for name, p in model.named_parameters():
-                if name.endswith("bias") and p.ndim == 1:
-                    p.normal_(0, 0.2)
+        _perturb(model, lambda name, p: name.endswith("bias") and p.ndim == 1, 0.2)  # biases ≠ 0
     elif kind == "tiny-neox":
         from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 

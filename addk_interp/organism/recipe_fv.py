@@ -433,6 +433,17 @@ def _lr_at(config: FVRecipeConfig, step: int) -> float:
     return floor + (config.lr - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
+def _adamw(model: LlamaForCausalLM, config: FVRecipeConfig, lr: float) -> torch.optim.AdamW:
+    """AdamW with weight decay on matrices only (both training phases)."""
+    decay = [p for _, p in model.named_parameters() if p.ndim >= 2]
+    no_decay = [p for _, p in model.named_parameters() if p.ndim < 2]
+    return torch.optim.AdamW(
+        [{"params": decay, "weight_decay": config.weight_decay},
+         {"params": no_decay, "weight_decay": 0.0}],
+        lr=lr, betas=(config.beta1, config.beta2), eps=config.adam_eps, foreach=False,
+    )
+
+
 def _fv_weight_at(config: FVRecipeConfig, step: int) -> float:
     if step <= config.fv_start_step:
         return 0.0
@@ -658,14 +669,7 @@ def _train(
         * helix_features(np.arange(1, config.k_range[1] + 1), config.helix_periods),
         dtype=torch.float32,
     )
-    decay = [p for _, p in model.named_parameters() if p.ndim >= 2]
-    no_decay = [p for _, p in model.named_parameters() if p.ndim < 2]
-    opt = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": config.weight_decay},
-         {"params": no_decay, "weight_decay": 0.0}],
-        lr=_lr_at(config, 1), betas=(config.beta1, config.beta2), eps=config.adam_eps,
-        foreach=False,
-    )
+    opt = _adamw(model, config, _lr_at(config, 1))
     history: list[dict[str, Any]] = []
     acc: dict[str, list[float]] = {}
     t_train = 0.0
@@ -768,14 +772,7 @@ def separator_phase(
     ids = token_ids(tok)
     sep_cfg = dataclasses.replace(config, loss_on_separator=True)
     model.train()
-    decay = [p for _, p in model.named_parameters() if p.ndim >= 2]
-    no_decay = [p for _, p in model.named_parameters() if p.ndim < 2]
-    opt = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": config.weight_decay},
-         {"params": no_decay, "weight_decay": 0.0}],
-        lr=config.separator_lr, betas=(config.beta1, config.beta2), eps=config.adam_eps,
-        foreach=False,
-    )
+    opt = _adamw(model, config, config.separator_lr)
     acc: dict[str, list[float]] = {}
     t_train = 0.0
     for i in range(1, config.separator_steps + 1):
