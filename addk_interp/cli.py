@@ -111,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(func=cmd_eval)
 
     for extra in (
-        "addk_interp.pipeline",
+        "addk_interp.run_cli",
         "addk_interp.hooks.fv_cli",
         "addk_interp.localize.heads_cli",
         "addk_interp.organism.cli",

@@ -783,39 +783,3 @@ def config_from_args(args) -> RunConfig:
         if getattr(cfg, name) <= 0:
             raise AddkError(f"--{name.replace('_', '-')} must be positive")
     return cfg
-
-
-def add_parser(sub) -> None:
-    sp = sub.add_parser("run", help="the whole pipeline -> DIR/report.html")
-    sp.add_argument("--model", default="default")
-    sp.add_argument("--out", required=True)
-    sp.add_argument("--family", default="add")
-    sp.add_argument("--k", default=None)
-    sp.add_argument("--task-file", nargs="*")
-    sp.add_argument("--heldout", nargs="*")
-    sp.add_argument("--format", default="arrow")
-    sp.add_argument("--shots", type=int, default=5)
-    sp.add_argument("--n-eval", type=int, default=None)
-    sp.add_argument("--n-capture", type=int, default=None)
-    sp.add_argument("--seed", type=int, default=42)
-    sp.add_argument("--layer", type=int, default=None, help="injection layer (default ≈ depth/3)")
-    sp.add_argument("--batch-size", type=int, default=32)
-    sp.add_argument("--quick", action="store_true", help="smoke preset (k=1..10, few prompts)")
-    sp.add_argument(
-        "--preset",
-        choices=sorted(PRESETS),
-        default="default",
-        help="budgets: default (≈10 min CPU on Gemma-3-270m), quick, paper (GPU; spec sizes)",
-    )
-    sp.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
-    sp.add_argument("--dtype", default="float32", help="float32 | bfloat16 | float16")
-    sp.add_argument("--force", action="store_true")
-    sp.add_argument("--quiet", action="store_true")
-    sp.set_defaults(func=_run_cmd)
-
-
-def _run_cmd(args) -> int:
-    cfg = config_from_args(args)
-    report = Run(cfg, Path(args.out), verbose=not args.quiet, force=args.force).execute()
-    print(f"wrote {report}")
-    return 0

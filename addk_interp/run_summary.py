@@ -10,11 +10,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pandas as pd
-
 from addk_interp.errors import AddkError
 from addk_interp.heads import head_str
-from addk_interp.store import stage_json
 
 
 def _h(h) -> str:
@@ -31,6 +28,10 @@ def _ci(acc, lo, hi) -> str:
 
 def summarize_run(out: str | Path) -> list[tuple[str, str, str]]:
     """(quantity, value, source file) rows for a run directory."""
+    import pandas as pd
+
+    from addk_interp.store import stage_json
+
     out = Path(out)
     st = out / "stages"
     if not (out / "manifest.json").exists():
@@ -263,7 +264,7 @@ def to_markdown(rows) -> str:
 def _cmd(a) -> int:
     md = to_markdown(summarize_run(a.out)) + "\n"
     if a.save:
-        from addk_interp.store import atomic_write_text
+        from addk_interp.store import atomic_write_text  # noqa: F811
 
         atomic_write_text(Path(a.save), md)
         print(f"wrote {a.save}")

@@ -38,7 +38,6 @@ import numpy as np
 
 from addk_interp.errors import AddkError
 from addk_interp.heads import Head, head_str
-from addk_interp.store import atomic_write_text
 
 METHODS = ("gates_coef", "gates_mask", "aie", "attribution_patching", "single_head_ablation")
 
@@ -83,6 +82,8 @@ class ValidationResult:
         }
 
     def save(self, path) -> Path:
+        from addk_interp.store import atomic_write_text
+
         return atomic_write_text(Path(path), json.dumps(self.to_dict(), indent=1) + "\n")
 
     def markdown(self) -> str:
@@ -371,6 +372,8 @@ def _cmd(a) -> int:
 
     write_report(run)  # the report gains the validation table
     md = res.markdown() + "\n"
+    from addk_interp.store import atomic_write_text
+
     atomic_write_text(run.out / "validation.md", md)
     print(md, end="")
     print(f"wrote {run.out / 'validation.json'}")

@@ -16,98 +16,43 @@ Cost: loading takes well under a second (a few MB of weights; hashing included).
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
+import importlib
 from typing import Any
 
-import torch
-from transformers import LlamaForCausalLM, PreTrainedTokenizerBase
+# public names load on first use (PEP 562): importing the package (e.g. for the CLI's parser)
+# does not import torch or transformers
+_LAZY = {
+    "ModelConfig": "config",
+    "TrainConfig": "config",
+    "addk_eval_prompts": "data",
+    "make_batch": "data",
+    "token_ids": "data",
+    "build_tokenizer": "tokenizer",
+    "encode_checked": "tokenizer",
+    "load_tokenizer": "tokenizer",
+    "AccuracyReport": "train",
+    "TrainResult": "train",
+    "addk_accuracy": "train",
+    "evaluate_organism": "train",
+    "quiet_hf_progress": "train",
+    "sha256_file": "train",
+    "train_organism": "train",
+    "CHECKPOINT_DIR": "loading",
+    "load_manifest": "loading",
+    "load_organism": "loading",
+}
 
-from addk_interp.errors import AddkError
-
-from .config import ModelConfig, TrainConfig
-from .data import addk_eval_prompts, make_batch, token_ids
-from .tokenizer import build_tokenizer, encode_checked, load_tokenizer
-from .train import (
-    AccuracyReport,
-    TrainResult,
-    addk_accuracy,
-    evaluate_organism,
-    quiet_hf_progress,
-    sha256_file,
-    train_organism,
-)
-
-__all__ = [
-    "CHECKPOINT_DIR",
-    "AccuracyReport",
-    "ModelConfig",
-    "TrainConfig",
-    "TrainResult",
-    "addk_accuracy",
-    "addk_eval_prompts",
-    "build_tokenizer",
-    "encode_checked",
-    "evaluate_organism",
-    "load_manifest",
-    "load_organism",
-    "load_tokenizer",
-    "make_batch",
-    "token_ids",
-    "train_organism",
-]
-
-CHECKPOINT_DIR = Path(__file__).parent / "checkpoint"
-"""Folder of the shipped organism checkpoint."""
+__all__ = sorted(_LAZY)
 
 
-def load_manifest(checkpoint_dir: str | Path = CHECKPOINT_DIR) -> dict[str, Any]:
-    """The checkpoint's ``manifest.json`` (config, seeds, accuracies, weights sha256).
-
-    Raises:
-        FileNotFoundError: if the folder or its manifest is missing.
-    """
-    checkpoint_dir = Path(checkpoint_dir)
-    path = checkpoint_dir / "manifest.json"
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"no organism checkpoint at {checkpoint_dir} (manifest.json missing); train one "
-            "with `addk-interp train-organism --out DIR`"
-        )
-    return json.loads(path.read_text())
+def __getattr__(name: str) -> Any:
+    mod = _LAZY.get(name)
+    if mod is None:
+        raise AttributeError(f"module 'addk_interp.organism' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{mod}"), name)
+    globals()[name] = value
+    return value
 
 
-def load_organism(
-    checkpoint_dir: str | Path = CHECKPOINT_DIR,
-    dtype: torch.dtype = torch.float32,
-    attn_implementation: str = "eager",
-) -> tuple[LlamaForCausalLM, PreTrainedTokenizerBase]:
-    """Load the organism (eval mode) and its tokenizer, verifying the weights' sha256.
-
-    ``attn_implementation`` defaults to "eager" (what TransformerLens uses, so logits match the
-    bridge's exactly); "sdpa" is a little faster.
-
-    Raises:
-        FileNotFoundError: if the checkpoint (manifest or weights) is missing.
-        ValueError: if the weights do not match the manifest's sha256.
-    """
-    checkpoint_dir = Path(checkpoint_dir)
-    manifest = load_manifest(checkpoint_dir)
-    weights = checkpoint_dir / manifest["weights"]["file"]
-    if not weights.is_file():
-        raise FileNotFoundError(f"organism weights {weights} are missing")
-    digest = sha256_file(weights)
-    if digest != manifest["weights"]["sha256"]:
-        raise AddkError(
-            f"organism weights {weights} have sha256 {digest}, but manifest.json records "
-            f"{manifest['weights']['sha256']}: the checkpoint is corrupted or was replaced"
-        )
-    with quiet_hf_progress():
-        model = LlamaForCausalLM.from_pretrained(
-            str(checkpoint_dir),
-            dtype=dtype,
-            local_files_only=True,
-            attn_implementation=attn_implementation,
-        )
-    model.eval()
-    return model, load_tokenizer(checkpoint_dir)
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

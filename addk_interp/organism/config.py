@@ -21,8 +21,6 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from transformers import LlamaConfig
-
 from addk_interp.errors import AddkError
 
 __all__ = [
@@ -168,6 +166,8 @@ def config_hash(config: TrainConfig) -> str:
 
 def llama_config(model: ModelConfig, vocab_size: int, bos_id: int, eos_id: int, pad_id: int):
     """The Hugging Face ``LlamaConfig`` of the organism."""
+    from transformers import LlamaConfig
+
     return LlamaConfig(
         vocab_size=vocab_size,
         hidden_size=model.d_model,

@@ -1,0 +1,74 @@
+"""Load the shipped natural organism: weights verified against the manifest's sha256.
+
+Which step of the method it serves: the model organism (``load_model("organism")``). Cost: well
+under a second.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import LlamaForCausalLM, PreTrainedTokenizerBase
+
+from addk_interp.errors import AddkError
+
+from .tokenizer import load_tokenizer
+from .train import quiet_hf_progress, sha256_file
+
+CHECKPOINT_DIR = Path(__file__).parent / "checkpoint"
+"""Folder of the shipped organism checkpoint."""
+
+
+def load_manifest(checkpoint_dir: str | Path = CHECKPOINT_DIR) -> dict[str, Any]:
+    """The checkpoint's ``manifest.json`` (config, seeds, accuracies, weights sha256).
+
+    Raises:
+        FileNotFoundError: if the folder or its manifest is missing.
+    """
+    checkpoint_dir = Path(checkpoint_dir)
+    path = checkpoint_dir / "manifest.json"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"no organism checkpoint at {checkpoint_dir} (manifest.json missing); train one "
+            "with `addk-interp train-organism --out DIR`"
+        )
+    return json.loads(path.read_text())
+
+
+def load_organism(
+    checkpoint_dir: str | Path = CHECKPOINT_DIR,
+    dtype: torch.dtype = torch.float32,
+    attn_implementation: str = "eager",
+) -> tuple[LlamaForCausalLM, PreTrainedTokenizerBase]:
+    """Load the organism (eval mode) and its tokenizer, verifying the weights' sha256.
+
+    ``attn_implementation`` defaults to "eager" (what TransformerLens uses, so logits match the
+    bridge's exactly); "sdpa" is a little faster.
+
+    Raises:
+        FileNotFoundError: if the checkpoint (manifest or weights) is missing.
+        ValueError: if the weights do not match the manifest's sha256.
+    """
+    checkpoint_dir = Path(checkpoint_dir)
+    manifest = load_manifest(checkpoint_dir)
+    weights = checkpoint_dir / manifest["weights"]["file"]
+    if not weights.is_file():
+        raise FileNotFoundError(f"organism weights {weights} are missing")
+    digest = sha256_file(weights)
+    if digest != manifest["weights"]["sha256"]:
+        raise AddkError(
+            f"organism weights {weights} have sha256 {digest}, but manifest.json records "
+            f"{manifest['weights']['sha256']}: the checkpoint is corrupted or was replaced"
+        )
+    with quiet_hf_progress():
+        model = LlamaForCausalLM.from_pretrained(
+            str(checkpoint_dir),
+            dtype=dtype,
+            local_files_only=True,
+            attn_implementation=attn_implementation,
+        )
+    model.eval()
+    return model, load_tokenizer(checkpoint_dir)
