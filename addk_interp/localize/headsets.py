@@ -685,6 +685,8 @@ def necessity(
     elif n_random:
         subsets = random_subsets(others, len(main), n_random, seed)
     n_all = n_random if n_random_all is None else n_random_all
+    if isinstance(n_all, bool) or not isinstance(n_all, int) or n_all < 0:
+        raise AddkError(f"n_random_all must be an integer ≥ 0, got {n_random_all!r}")
     main_set_ = set(main)
     pool = [
         (la, h)
