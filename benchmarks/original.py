@@ -146,7 +146,7 @@ def decode_score(model, encoded, *, batch_size, hooks_fn=None, timer: Timer | No
 
 
 def inject_hooks(model, vectors: torch.Tensor, layer: int):
-    """hooks_fn adding ``vectors[i]`` at ``blocks.layer.hook_resid_mid``, last prompt column."""
+    """hooks_fn adding ``vectors[i]`` to the residual stream after block ``layer``'s attention (``inject``), last prompt column."""
 
     def fn(rows, q):
         return inject(model, vectors[list(rows)], q, layer, "resid_mid")
