@@ -268,8 +268,9 @@ pd.DataFrame(checks)
 # ## 6. Function vectors
 #
 # A function vector (FV) for task t is a sum of head means, FV_t = Σ_h c_h · mean_t[h]. It is
-# added to the residual stream (`blocks.ℓ.hook_resid_mid`, ℓ ≈ depth/3 by default) at the last
-# token of the **zero-shot** prompt `x->`; if the heads carry the task, accuracy should rise
+# added to the residual stream after block ℓ's attention (ℓ ≈ depth/3 by default; the write
+# site is `model.residual_hook(ℓ)`, not the bridge's `hook_resid_mid` alias, which only feeds the
+# MLP) at the last token of the **zero-shot** prompt `x->`; if the heads carry the task, accuracy should rise
 # above zero-shot. `evaluate_fv` scores that and pairs each row with the clean n-shot score of
 # the same example.
 #

@@ -109,8 +109,8 @@ print("train means", tuple(means.means.shape), "| held-out means", tuple(held_me
 # ## 2. Gate learning
 #
 # `coef` mode (the paper): M ∈ [0, 1]^{layer × head}, initialised U[0, 1) from the seed. For a
-# training task t, FV_t(M) = Σ M[l,h]·mean_t[l,h] is added at `blocks.ℓ.hook_resid_mid` at the
-# last token of the zero-shot prompt `x->`. Loss = answer NLL (teacher forced) + λ·Σ|M|, AdamW,
+# training task t, FV_t(M) = Σ M[l,h]·mean_t[l,h] is added to the residual stream after block
+# ℓ's attention at the last token of the zero-shot prompt `x->`. Loss = answer NLL (teacher forced) + λ·Σ|M|, AdamW,
 # then after each step a proximal soft-threshold and a clip to [0, 1].
 #
 # Presets: `paper` (λ 0.05, lr 0.01, 800 steps of 128) and `default` (100 steps of 16, linear lr
