@@ -15,7 +15,7 @@ import os
 import sys
 from pathlib import Path
 
-from addk_interp.errors import AddkError
+from addk_interp.errors import AddkError, check_count, check_seed, check_task_files
 
 
 def _family(args):
@@ -52,8 +52,10 @@ def cmd_info(args) -> int:
 def cmd_eval(args) -> int:
     from addk_interp.evaluation import run_eval
 
-    if args.n <= 0:
-        raise AddkError(f"--n must be positive, got {args.n}")
+    check_count(args.n, "--n")
+    check_count(args.batch_size, "--batch-size", hi=65_536)
+    check_seed(args.seed)
+    check_task_files(args.task_file)
     family = _family(args)
     shots = _shots(args.shots)
     out = Path(args.out) if args.out else None

@@ -806,6 +806,7 @@ def from_hf(
         cfg_dict = hf_model.config.to_dict()
     if prepend_bos is None:
         prepend_bos = tokenizer.bos_token_id is not None
+    hf_model = hf_model.to(device)  # the bridge uses the model where it is
     bridge = TransformerBridge.boot_transformers(
         name,
         hf_model=hf_model,
@@ -829,6 +830,28 @@ def from_hf(
     )
 
 
+FLOAT_DTYPES = ("float32", "float64", "float16", "bfloat16")
+
+
+def check_device(device: str) -> torch.device:
+    """A device that exists on this machine, else one-line ``AddkError`` (never a silent CPU
+    run recorded as ``cuda``)."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise AddkError(f"unknown device {device!r} (e.g. cpu, cuda, cuda:1, mps)") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise AddkError(f"device {device!r}: CUDA is not available on this machine")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise AddkError(f"device {device!r}: only {torch.cuda.device_count()} CUDA devices")
+    elif dev.type == "mps" and not torch.backends.mps.is_available():
+        raise AddkError(f"device {device!r}: MPS is not available on this machine")
+    elif dev.type not in ("cpu", "cuda", "mps"):
+        raise AddkError(f"device {device!r} is not supported (cpu, cuda, mps)")
+    return dev
+
+
 def load_model(
     spec: str = "default",
     *,
@@ -844,9 +867,12 @@ def load_model(
     (``tiny-hooked``, ``default``); everything else uses the TransformerBridge.
     """
     if isinstance(dtype, str):
-        if not hasattr(torch, dtype):
-            raise AddkError(f"unknown dtype {dtype!r}")
-        dtype = getattr(torch, dtype)
+        dtype = getattr(torch, dtype, None) if dtype in FLOAT_DTYPES else None
+        if dtype is None:
+            raise AddkError(f"dtype must be one of {', '.join(FLOAT_DTYPES)}")
+    if dtype not in tuple(getattr(torch, d) for d in FLOAT_DTYPES):
+        raise AddkError(f"dtype must be one of {', '.join(FLOAT_DTYPES)}, got {dtype}")
+    check_device(device)
     if backend not in ("bridge", "hooked"):
         raise AddkError(f"unknown backend {backend!r}: use 'bridge' or 'hooked'")
     if spec == "tiny-hooked":

@@ -41,7 +41,7 @@ import pandas as pd
 import torch
 
 from addk_interp import __version__
-from addk_interp.errors import AddkError
+from addk_interp.errors import AddkError, check_count, check_seed, check_task_files
 from addk_interp.heads import Head, head_str
 from addk_interp.store import read_json, write_json, write_table
 
@@ -759,6 +759,13 @@ def config_from_args(args) -> RunConfig:
     name = "quick" if args.quick else args.preset
     if args.quick and args.preset not in ("default", "quick"):
         raise AddkError("--quick and --preset are exclusive")
+    check_seed(args.seed)
+    check_task_files(args.task_file)
+    for flag, v in (("--n-eval", args.n_eval), ("--n-capture", args.n_capture)):
+        if v is not None:
+            check_count(v, flag)
+    check_count(args.shots, "--shots", hi=1000)
+    check_count(args.batch_size, "--batch-size", hi=65_536)
     preset = PRESETS[name]
     cfg = RunConfig(
         model=args.model,

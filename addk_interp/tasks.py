@@ -112,6 +112,9 @@ PAPER_SPLITS = {
 _FUNCS = {"add": lambda x, k: x + k, "sub": lambda x, k: x - k, "mul": lambda x, k: x * k}
 
 
+MAX_RANGE = 10_000  # values in one parsed range (k, shots): bounds the work before it starts
+
+
 def parse_k_range(text: str) -> list[int]:
     """'1-30' / '1,2,5' / '3' / '-5--1' -> sorted unique ints."""
     out: set[int] = set()
@@ -125,6 +128,8 @@ def parse_k_range(text: str) -> list[int]:
                 lo, hi = int(part[:i]), int(part[i + 1 :])
                 if hi < lo:
                     raise AddkError(f"empty range {part!r}")
+                if hi - lo + 1 > MAX_RANGE:  # decided before any allocation
+                    raise AddkError(f"range {part!r} has {hi - lo + 1} values (at most {MAX_RANGE})")
                 out.update(range(lo, hi + 1))
             else:
                 out.add(int(part))
@@ -176,6 +181,10 @@ def load_task_file(path: str | Path) -> Task:
         data = json.loads(p.read_text())
     except FileNotFoundError:
         raise AddkError(f"task file not found: {p}") from None
+    except IsADirectoryError:
+        raise AddkError(f"task file {p} is a directory") from None
+    except UnicodeDecodeError:
+        raise AddkError(f"{p}: not UTF-8 text") from None
     except json.JSONDecodeError as e:
         raise AddkError(f"{p}: not valid JSON ({e.msg} at line {e.lineno})") from None
     if not isinstance(data, list) or not data:
@@ -185,6 +194,8 @@ def load_task_file(path: str | Path) -> Task:
         if not isinstance(item, dict) or set(item) != {"input", "output"}:
             raise AddkError(f"{p}: item {i} must be an object with exactly 'input' and 'output'")
         x, y = item["input"], item["output"]
+        if isinstance(x, bool) or isinstance(y, bool):
+            raise AddkError(f"{p}: item {i}: input and output must be strings or integers, not booleans")
         if not isinstance(x, str | int) or not isinstance(y, str | int):
             raise AddkError(f"{p}: item {i}: input and output must be strings or integers")
         x, y = str(x), str(y)
@@ -210,7 +221,12 @@ def json_family(paths, heldout=()) -> TaskFamily:
         files.extend(sorted(path.glob("*.json")) if path.is_dir() else [path])
     if not files:
         raise AddkError(f"no JSON task files in {paths}")
-    tasks = {t.name: t for t in map(load_task_file, files)}
+    loaded = [load_task_file(f) for f in files]
+    names = [t.name for t in loaded]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise AddkError(f"two task files define the same task name {dup} (task = file stem)")
+    tasks = {t.name: t for t in loaded}
     unknown = [h for h in heldout if h not in tasks]
     if unknown:
         raise AddkError(f"held-out tasks not in the family: {unknown}")

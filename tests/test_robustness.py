@@ -894,3 +894,61 @@ def test_report_escapes_task_and_model_names(tmp_path):
     for tag in ("<img", "<b ", "<script>alert"):
         assert tag not in text
     shutil.rmtree(tmp_path / "run")
+
+
+# ----------------------------------------------------------------------------- boundary checks
+@pytest.mark.parametrize(
+    "argv,phrase",
+    [
+        (["eval", "--model", "tiny-llama", "--seed", "-1", "--k", "1-3", "--n", "2"], "--seed must be an integer in 0.."),
+        (["eval", "--model", "tiny-llama", "--k", "1-100000000", "--n", "2"], "has 100000000 values (at most 10000)"),
+        (["eval", "--model", "tiny-llama", "--k", "1-3", "--n", "1000000000"], "--n must be positive and at most 100000"),
+        (["eval", "--model", "tiny-llama", "--task-file", "--n", "2"], "--task-file needs at least one"),
+        (["fv", "--model", "tiny-llama", "--heads", "L0H1", "--seed", "-3", "--k", "1-3"], "--seed must be an integer"),
+    ],
+)
+def test_cli_bounds_refused(capsys, argv, phrase):
+    refused(capsys, argv, phrase)
+
+
+@pytest.mark.parametrize(
+    "extra,phrase",
+    [
+        (["--seed", "-5"], "--seed must be an integer in 0.."),
+        (["--dtype", "nn"], "dtype must be one of float32"),
+        (["--dtype", "int8"], "dtype must be one of float32"),
+        (["--device", "bogus"], "unknown device 'bogus'"),
+        (["--n-eval", "1000000000"], "--n-eval must be positive and at most 100000"),
+    ]
+    + ([] if torch.cuda.is_available() else [(["--device", "cuda"], "CUDA is not available")]),
+)
+def test_cli_run_boundary_refusals_write_nothing(capsys, tmp_path, extra, phrase):
+    out = tmp_path / "fresh"
+    refused(capsys, ["run", "--model", "tiny-llama", "--out", str(out), "--quiet"] + extra, phrase)
+    assert not out.exists()
+
+
+def test_task_files_untrusted(capsys, tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    pairs = '[{"input": "1", "output": "2"}, {"input": "2", "output": "3"}]'
+    (tmp_path / "a" / "t.json").write_text(pairs)
+    (tmp_path / "b" / "t.json").write_text(pairs)
+    (tmp_path / "bool.json").write_text('[{"input": true, "output": "1"}, {"input": "2", "output": "3"}]')
+    (tmp_path / "latin.json").write_bytes(b"\xe9\xe9")
+    base = ["eval", "--model", "tiny-llama", "--n", "2", "--task-file"]
+    refused(capsys, base + [str(tmp_path / "a" / "t.json"), str(tmp_path / "b" / "t.json")], "same task name ['t']")
+    refused(capsys, base + [str(tmp_path / "bool.json")], "not booleans")
+    refused(capsys, base + [str(tmp_path / "latin.json")], "not UTF-8 text")
+
+
+def test_load_model_device_and_dtype_refused_in_the_api():
+    from addk_interp.models import load_model
+
+    with pytest.raises(AddkError, match="unknown device"):
+        load_model("tiny-llama", device="bogus")
+    with pytest.raises(AddkError, match="dtype must be one of"):
+        load_model("tiny-llama", dtype=torch.int8)
+    if not torch.cuda.is_available():
+        with pytest.raises(AddkError, match="CUDA is not available"):
+            load_model("tiny-llama", device="cuda")

@@ -36,7 +36,7 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from addk_interp.errors import AddkError
+    from addk_interp.errors import AddkError, check_count, check_seed
     from addk_interp.hooks.capture import HeadMeans, capture_means
     from addk_interp.hooks.fv import check_means_model, evaluate_fv, head_set_vectors
     from addk_interp.hooks.interventions import check_heads, default_injection_layer, parse_heads
@@ -45,8 +45,9 @@ def run(args) -> int:
     from addk_interp.store import write_table
     from addk_interp.tasks import arithmetic_family, parse_k_range, sample_family
 
-    if args.n <= 0 or args.n_capture <= 0:
-        raise AddkError("--n and --n-capture must be positive")
+    check_count(args.n, "--n")
+    check_count(args.n_capture, "--n-capture")
+    check_seed(args.seed)
     family = arithmetic_family(args.family, ks=parse_k_range(args.k) if args.k else None)
     tasks = family.heldout if args.split == "heldout" else family.train
     if not tasks:
