@@ -284,24 +284,47 @@ class Run:
         sdir = self.out / "stages" / name
         done = sdir / "done.json"
         key = self._key(name)
-        if done.exists() and read_json(done).get("key") == key:
-            rec = read_json(done)
-            rec["status"] = "cached"
-            self.stages.append(rec)
-            return
+        reason = None
+        if done.exists():
+            try:
+                prev = read_json(done)
+            except AddkError:
+                prev, reason = {}, "done.json unreadable"
+            if prev.get("key") == key:
+                reason = self._changed_output(prev)
+                if reason is None:
+                    prev["status"] = "cached"
+                    self.stages.append(prev)
+                    return
         t0 = time.time()
         _reset_peak_rss()
         files = fn(sdir)
+        rel = [str(Path(f).relative_to(self.out)) for f in files]
         rec = {
             "name": name,
-            "status": "done",
+            "status": "done" if reason is None else f"recomputed ({reason})",
             "key": key,
             "wall_s": round(time.time() - t0, 2),
             "peak_rss_mb": _peak_rss_mb(),
-            "files": [str(Path(f).relative_to(self.out)) for f in files],
+            "files": rel,
+            "sha256": {r: _sha256(self.out / r) for r in rel},
         }
         write_json(done, rec)
         self.stages.append(rec)
+
+    def _changed_output(self, rec: dict) -> str | None:
+        """Why a cached stage cannot be reused (an output missing or changed since it was
+        written: truncated, hand-edited, deleted), or None."""
+        hashes = rec.get("sha256")
+        if hashes is None:
+            return "no output hashes recorded"
+        for r in rec.get("files", []):
+            p = self.out / r
+            if not p.is_file():
+                return f"{r} is missing"
+            if hashes.get(r) != _sha256(p):
+                return f"{r} changed since it was written"
+        return None
 
     # ------------------------------------------------------------------ stages
     def _examples(self, tasks, n, kind, seed=None, shots=None):
@@ -753,6 +776,14 @@ class Run:
                 "peak_rss_mb": max([s.get("peak_rss_mb", 0.0) for s in self.stages] + [0.0]),
             },
         )
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def config_from_args(args) -> RunConfig:

@@ -97,8 +97,9 @@ def write_table(path, df: pd.DataFrame) -> Path:
 
 def write_tensors(path, tensors: dict[str, torch.Tensor], meta: dict) -> Path:
     """safetensors with string metadata; ``meta['fingerprint']`` is checked on load."""
-    flat = {k: str(v) if not isinstance(v, str) else v for k, v in meta.items()}
-    flat["_meta_json"] = json.dumps(meta, default=_default)
+    # one metadata entry: safetensors writes its metadata map in hash order, so several keys
+    # would make same-content files differ byte for byte between runs
+    flat = {"_meta_json": json.dumps(meta, default=_default, sort_keys=True)}
     data = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
     return _atomic(path, lambda tmp: save_file(data, tmp, metadata=flat))
 

@@ -952,3 +952,36 @@ def test_load_model_device_and_dtype_refused_in_the_api():
     if not torch.cuda.is_available():
         with pytest.raises(AddkError, match="CUDA is not available"):
             load_model("tiny-llama", device="cuda")
+
+
+def test_run_directory_heals_missing_or_changed_outputs(tmp_path):
+    """done.json records each output's sha256: a truncated, deleted or hand-edited output makes
+    its stage recompute (and say why) instead of a traceback or a silently wrong report."""
+    import json as _json
+
+    out = tmp_path / "heal"
+    argv = ["run", "--model", "tiny-llama", "--out", str(out), "--quick", "--quiet"]
+    argv += ["--k", "1-3", "--n-eval", "1", "--n-capture", "1", "--batch-size", "8"]
+    assert main(argv) == 0
+    st = out / "stages"
+    means = st / "capture" / "means_train.safetensors"
+    good = means.read_bytes()
+    sel = st / "localize" / "selected.json"
+    sel_good = sel.read_text()
+    means.write_bytes(good[: len(good) // 2])  # truncated
+    sel.write_text(sel_good.replace('"heads": [', '"heads": [[99, 99], ', 1))  # hand-edited
+    assert main(argv) == 0
+    man = _json.loads((out / "manifest.json").read_text())
+    status = {s["name"]: s["status"] for s in man["stages"]}
+    assert status["capture"].startswith("recomputed (stages/capture/means_train.safetensors changed")
+    assert status["localize"].startswith("recomputed (stages/localize/selected.json changed")
+    assert status["clean_eval"] == "cached"
+    assert means.read_bytes() == good and sel.read_text() == sel_good
+    sel.unlink()
+    assert main(argv) == 0
+    man = _json.loads((out / "manifest.json").read_text())
+    assert {s["name"]: s["status"] for s in man["stages"]}["localize"] == (
+        "recomputed (stages/localize/selected.json is missing)"
+    )
+    assert sel.read_text() == sel_good
+    assert "L99H99" not in (out / "report.html").read_text()
