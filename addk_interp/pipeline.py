@@ -204,6 +204,7 @@ class Run:
         verbose: bool = True,
         force: bool = False,
         model=None,
+        on_stage=None,
     ):
         """``model``: an already loaded ``HookedModel`` (e.g. a multi-GPU HookedTransformer
         wrapped by ``from_hooked_transformer``) used instead of loading ``cfg.model``; cached
@@ -214,6 +215,7 @@ class Run:
         self.stages: list[dict] = []
         self._model = model
         self._family = None
+        self._on_stage = on_stage  # called with each stage's record (the CLI prints it)
         self._check_out_dir(force)
 
     # ------------------------------------------------------------------ setup
@@ -295,6 +297,8 @@ class Run:
                 if reason is None:
                     prev["status"] = "cached"
                     self.stages.append(prev)
+                    if self._on_stage:
+                        self._on_stage(prev)
                     return
         t0 = time.time()
         _reset_peak_rss()
@@ -311,6 +315,8 @@ class Run:
         }
         write_json(done, rec)
         self.stages.append(rec)
+        if self._on_stage:
+            self._on_stage(rec)
 
     def _changed_output(self, rec: dict) -> str | None:
         """Why a cached stage cannot be reused (an output missing or changed since it was

@@ -48,10 +48,33 @@ def add_parser(sub) -> None:
     sp.set_defaults(func=_run_cmd)
 
 
+HEADLINE = (
+    "clean 5-shot accuracy",
+    "FV all_heads_unit (heldout)",
+    "selected heads",
+    "significant heads",
+    "main heads",
+    "localization verdict",
+    "necessity: clean",
+    "PCs for 95%",
+)
+
+
+def _print_stage(rec: dict) -> None:
+    print(f"  {rec['name']:<12} {rec['status']:<10} {rec.get('wall_s', 0.0):7.1f} s", flush=True)
+
+
 def _run_cmd(args) -> int:
     from addk_interp.pipeline import Run, config_from_args
+    from addk_interp.run_summary import summarize_run
 
     cfg = config_from_args(args)
-    report = Run(cfg, Path(args.out), verbose=not args.quiet, force=args.force).execute()
+    run = Run(cfg, Path(args.out), verbose=not args.quiet, force=args.force, on_stage=_print_stage)
+    report = run.execute()
+    rows = [r for r in summarize_run(run.out) if any(h in r[0] for h in HEADLINE)]
+    print("headline:")
+    for q, v, _ in rows[:10]:
+        print(f"  {q}: {v if len(v) <= 120 else v[:117] + '...'}")
     print(f"wrote {report}")
+    print(f"next: addk-interp summary {run.out}   (every number with the file it comes from)")
     return 0

@@ -43,3 +43,18 @@ def test_lazy_root_names_resolve():
 
     for name in addk_interp.__all__:
         assert getattr(addk_interp, name) is not None
+
+
+def test_run_prints_each_stage_and_the_headline(tmp_path, capsys):
+    from addk_interp.cli import main
+
+    argv = ["run", "--model", "tiny-llama", "--out", str(tmp_path / "r"), "--quick", "--quiet"]
+    argv += ["--k", "1-3", "--n-eval", "1", "--n-capture", "1", "--batch-size", "8"]
+    assert main(argv) == 0
+    first = capsys.readouterr().out
+    for stage in ("clean_eval", "capture", "localize", "scan", "aie"):
+        assert any(ln.split()[:2] == [stage, "done"] for ln in first.splitlines()), first
+    assert "headline:" in first and "localization verdict" in first and "next: addk-interp summary" in first
+    assert main(argv) == 0
+    again = capsys.readouterr().out
+    assert any(ln.split()[:2] == ["clean_eval", "cached"] for ln in again.splitlines()), again
