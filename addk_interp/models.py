@@ -480,6 +480,44 @@ class HookedModel:
             raise AddkError(f"hooks not reached: {sorted(missing)}")
         return got
 
+    # ------------------------------------------------------------------ TransformerLens idioms
+    def run_with_cache(self, tokens: Int[Tensor, "batch pos"], names_filter=None, fwd_hooks=()):
+        """``logits, cache = model.run_with_cache(tokens, names_filter=...)`` as in
+        TransformerLens (``cache["pattern", l]``, ``cache["blocks.0.attn.hook_z"]``), with this
+        model's hooks active. Pass ``names_filter`` (a name, a list or a predicate): the bridge
+        has ~1,500 hook points. Head outputs with the toolkit's post-norm-aware definition come
+        from ``hooks.capture.head_outputs``, not from a cache."""
+        with self.hooks(fwd_hooks):
+            return self.model.run_with_cache(tokens, names_filter=names_filter)
+
+    def run_with_hooks(
+        self, tokens: Int[Tensor, "batch pos"], fwd_hooks: Sequence[tuple[str, Callable]] = ()
+    ) -> Float[Tensor, "batch pos vocab"]:
+        """TransformerLens idiom: full logits with ``fwd_hooks`` (removed afterwards)."""
+        return self.full_logits(tokens, fwd_hooks)
+
+    def to_tokens(self, text: str, prepend_bos: bool | None = None) -> Int[Tensor, "1 pos"]:
+        """Token ids of ``text`` ([1, pos]), BOS first when the model uses one (the toolkit's
+        own prompts go through ``prompts.encode``, which also maps characters to tokens)."""
+        if self.text_check is not None:
+            self.text_check(text)
+        ids = list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        bos = self.bos_id() if prepend_bos is None else (
+            self.tokenizer.bos_token_id if prepend_bos else None
+        )
+        if bos is not None:
+            ids.insert(0, bos)
+        return torch.tensor([ids], dtype=torch.long)
+
+    def to_str_tokens(self, text_or_tokens) -> list[str]:
+        """The token strings of a text (as ``to_tokens`` tokenizes it) or of token ids."""
+        if isinstance(text_or_tokens, str):
+            ids = self.to_tokens(text_or_tokens)[0].tolist()
+        else:
+            t = torch.as_tensor(text_or_tokens)
+            ids = (t[0] if t.ndim == 2 else t).tolist()
+        return [self.tokenizer.decode([i]) for i in ids]
+
     # ------------------------------------------------------------------ text
     def bos_id(self) -> int | None:
         return self.tokenizer.bos_token_id if self.prepend_bos else None

@@ -347,3 +347,20 @@ def test_logits_at_equals_the_full_forward(spec):
         assert rel_err(full, reference(spec).logits(b.tokens)) <= 1e-5
     if spec == "tiny-gemma2":
         assert model.logit_softcap == 5.0 and full.abs().max() < 5.0
+
+
+@pytest.mark.parametrize("spec", ["tiny-llama-gqa", "tiny-gemma3", "tiny-hooked"])
+def test_transformer_lens_idioms(spec):
+    """run_with_cache / run_with_hooks / to_tokens / to_str_tokens delegate with the toolkit's
+    semantics: the cache equals run_collect, hooks edit the residual like inject."""
+    model = model_of(spec)
+    toks = model.to_tokens("12->15#3->")
+    assert model.to_str_tokens(toks)[0] == model.tokenizer.decode([model.bos_id()])
+    assert "".join(model.to_str_tokens("12->15#3->")[1:]) == "12->15#3->"
+    logits, cache = model.run_with_cache(toks, names_filter=lambda n: n.endswith("hook_pattern"))
+    ref = model.run_collect(toks, ["blocks.1.attn.hook_pattern"])["blocks.1.attn.hook_pattern"]
+    assert torch.allclose(cache["pattern", 1], ref) and torch.allclose(logits, model.full_logits(toks))
+    v = torch.linspace(-1, 1, model.info.d_model) * 5
+    hooks = iv.inject(model, v, toks.shape[1] - 1, 1)
+    assert torch.equal(model.run_with_hooks(toks, hooks), model.full_logits(toks, hooks))
+    assert rel_err(model.run_with_hooks(toks, hooks), logits) > 1e-3
