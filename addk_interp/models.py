@@ -613,13 +613,29 @@ def _quiet_transformers() -> None:
     hf_logging.set_verbosity_error()
 
 
+def _one_line(e: BaseException, n: int = 120) -> str:
+    text = " ".join(str(e).split())
+    return f"{type(e).__name__}: {text[:n]}"
+
+
 def _load_hf_dir(path: Path, dtype: torch.dtype):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     _quiet_transformers()
 
-    tok = AutoTokenizer.from_pretrained(str(path))
-    model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype)
+    cfg = path / "config.json"
+    try:
+        json.loads(cfg.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise AddkError(f"{cfg}: not a readable JSON model config ({type(e).__name__})") from None
+    try:
+        tok = AutoTokenizer.from_pretrained(str(path))
+    except Exception as e:  # missing or corrupt tokenizer files: one line, naming the folder
+        raise AddkError(f"{path}: no usable tokenizer ({_one_line(e)})") from None
+    try:
+        model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype)
+    except Exception as e:
+        raise AddkError(f"{path}: cannot load the model weights ({_one_line(e)})") from None
     return model.eval(), tok
 
 
@@ -985,6 +1001,9 @@ def load_model(
     if spec.endswith(".gguf"):
         if not path.exists():
             raise AddkError(f"GGUF file not found: {path}")
+        with open(path, "rb") as f:
+            if f.read(4) != b"GGUF":
+                raise AddkError(f"{path} is not a GGUF file (no GGUF magic bytes)")
         hf_dir, digest = _hf_dir_from_gguf(path, None)
         model, tok = _load_hf_dir(hf_dir, dtype)
         _refuse_hooked(backend, spec)

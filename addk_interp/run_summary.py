@@ -26,6 +26,18 @@ def _ci(acc, lo, hi) -> str:
     return f"{acc:.2f} [{lo:.2f}, {hi:.2f}]"
 
 
+def _csv(path):
+    """A run's CSV table, or a one-line ``AddkError`` naming the file (empty, corrupt)."""
+    import pandas as pd
+
+    try:
+        return pd.read_csv(path)
+    except FileNotFoundError:
+        raise AddkError(f"missing file {path}") from None
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as e:
+        raise AddkError(f"{path}: unreadable table ({type(e).__name__})") from None
+
+
 def summarize_run(out: str | Path) -> list[tuple[str, str, str]]:
     """(quantity, value, source file) rows for a run directory."""
     import pandas as pd
@@ -45,7 +57,7 @@ def summarize_run(out: str | Path) -> list[tuple[str, str, str]]:
     add = rows.append
     add(("model", f"{man['model']['name']} ({man['model']['fingerprint']})", "manifest.json"))
     add(("wall time (s), all stages", f"{man['wall_s']:.0f}", "manifest.json"))
-    acc = pd.read_csv(st / "clean_eval" / "accuracy.csv")
+    acc = _csv(st / "clean_eval" / "accuracy.csv")
     for shots, g in acc.groupby("shots"):
         for split, gg in g.groupby("split"):
             add(
@@ -55,7 +67,7 @@ def summarize_run(out: str | Path) -> list[tuple[str, str, str]]:
                     "clean_eval/accuracy.csv",
                 )
             )
-    fv = pd.read_csv(st / "fv_eval" / "fv_summary.csv")
+    fv = _csv(st / "fv_eval" / "fv_summary.csv")
     for _, r in fv.iterrows():
         add(
             (
@@ -104,7 +116,7 @@ def summarize_run(out: str | Path) -> list[tuple[str, str, str]]:
         add(("selector verdict (§4.3, gains only)", str(m.get("verdict")), "scan/headsets.json"))
     p = st / "headsets" / "headset_summary.csv"
     if p.exists():
-        for _, r in pd.read_csv(p).iterrows():
+        for _, r in _csv(p).iterrows():
             add(
                 (
                     f"head-set FV: {r['condition']}",
@@ -159,7 +171,7 @@ def summarize_run(out: str | Path) -> list[tuple[str, str, str]]:
         )
     p = st / "projections" / "projections.csv"
     if p.exists():
-        t = pd.read_csv(p)
+        t = _csv(p)
         for head, g in t.groupby("head"):
             add(
                 (

@@ -111,9 +111,13 @@ def read_tensors(path, expect: dict | None = None) -> tuple[dict[str, torch.Tens
     path = Path(path)
     if not path.exists():
         raise AddkError(f"missing file {path}")
-    with safe_open(str(path), framework="pt") as f:
-        raw = f.metadata() or {}
-    meta = json.loads(raw.get("_meta_json", "{}"))
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            raw = f.metadata() or {}
+        meta = json.loads(raw.get("_meta_json", "{}"))
+        tensors = load_file(str(path))
+    except Exception as e:  # truncated / corrupt: name the file, never a traceback
+        raise AddkError(f"{path}: corrupt or truncated safetensors file ({type(e).__name__})") from None
     for key, want in (expect or {}).items():
         have = meta.get(key)
         if have != want:
@@ -121,4 +125,4 @@ def read_tensors(path, expect: dict | None = None) -> tuple[dict[str, torch.Tens
                 f"{path.name}: {key} mismatch (file has {have!r}, expected {want!r}); this artifact "
                 "comes from another model / configuration and will not be used"
             )
-    return load_file(str(path)), meta
+    return tensors, meta

@@ -985,3 +985,47 @@ def test_run_directory_heals_missing_or_changed_outputs(tmp_path):
     )
     assert sel.read_text() == sel_good
     assert "L99H99" not in (out / "report.html").read_text()
+
+
+def test_untrusted_files_give_one_line_errors(capsys, tmp_path):
+    from addk_interp.hooks.capture import HeadMeans
+    from addk_interp.models import load_model
+
+    bad_cfg = tmp_path / "badcfg"
+    bad_cfg.mkdir()
+    (bad_cfg / "config.json").write_text("{not json")
+    refused(capsys, ["info", "--model", str(bad_cfg)], "not a readable JSON model config")
+    no_tok = tmp_path / "notok"
+    no_tok.mkdir()
+    (no_tok / "config.json").write_text('{"model_type": "llama"}')
+    refused(capsys, ["info", "--model", str(no_tok)], "no usable tokenizer")
+    fake = tmp_path / "fake.gguf"
+    fake.write_bytes(b"not a gguf file at all")
+    refused(capsys, ["info", "--model", str(fake)], "is not a GGUF file")
+    # a truncated safetensors artifact names the file
+    m = load_model("tiny-llama")
+    fam_means = tmp_path / "means.safetensors"
+    from addk_interp.hooks.capture import capture_means
+    from addk_interp.tasks import arithmetic_family, sample_family
+
+    fam = arithmetic_family("add", ks=[1, 2])
+    capture_means(m, sample_family(fam, ["add1"], 2, 1, seed=0, kind="activation")).save(fam_means)
+    fam_means.write_bytes(fam_means.read_bytes()[:100])
+    with pytest.raises(AddkError, match="corrupt or truncated safetensors"):
+        HeadMeans.load(fam_means)
+    refused(
+        capsys,
+        ["fv", "--model", "tiny-llama", "--heads", "L0H1", "--k", "1-3", "--n", "2",
+         "--means", str(fam_means), "--quiet"],
+        "corrupt or truncated safetensors",
+    )
+
+
+def test_summary_of_a_run_with_an_empty_table(capsys, tmp_path):
+    out = tmp_path / "r"
+    argv = ["run", "--model", "tiny-llama", "--out", str(out), "--quick", "--quiet"]
+    argv += ["--k", "1-3", "--n-eval", "1", "--n-capture", "1", "--batch-size", "8"]
+    assert main(argv) == 0
+    capsys.readouterr()
+    (out / "stages" / "clean_eval" / "accuracy.csv").write_text("")
+    refused(capsys, ["summary", str(out)], "accuracy.csv: unreadable table")
