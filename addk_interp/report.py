@@ -226,11 +226,12 @@ def write_report(run) -> Path:
         f"{run.layer}.</p>",
     ]
     parts += _planted_block(run)
-    first = True
-    for title, fig in figs:
+    for i, (title, fig) in enumerate(figs):
         parts.append(f"<h2>{html.escape(title)}</h2>")
-        parts.append(pio.to_html(fig, full_html=False, include_plotlyjs=True if first else False))
-        first = False
+        # fixed div ids (plotly draws random ones): same run → byte-identical report
+        parts.append(
+            pio.to_html(fig, full_html=False, include_plotlyjs=i == 0, div_id=f"fig-{i + 1:02d}")
+        )
     for note in notes:
         parts.append(f"<p>{html.escape(note)}</p>")
     for title, df in tables:

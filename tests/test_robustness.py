@@ -985,6 +985,10 @@ def test_run_directory_heals_missing_or_changed_outputs(tmp_path):
     )
     assert sel.read_text() == sel_good
     assert "L99H99" not in (out / "report.html").read_text()
+    # a cached re-run rewrites a byte-identical report (fixed plotly div ids)
+    before = (out / "report.html").read_bytes()
+    assert main(argv) == 0
+    assert (out / "report.html").read_bytes() == before
 
 
 def test_untrusted_files_give_one_line_errors(capsys, tmp_path):
