@@ -28,3 +28,33 @@ def check_task_files(paths) -> None:
     """``--task-file`` given with no path is refused (it would silently run the add family)."""
     if paths is not None and len(paths) == 0:
         raise AddkError("--task-file needs at least one JSON file or directory")
+
+
+def check_writable_dir(path) -> None:
+    """``path`` (a directory to create or reuse) can be written: its nearest existing ancestor
+    is a writable directory. Checked before any work, so nothing is computed for nothing."""
+    import os
+    from pathlib import Path
+
+    p = Path(path).absolute()
+    probe = p
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir():
+        raise AddkError(f"--out {path}: {probe} is not a directory")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise AddkError(f"--out {path}: {probe} is not writable; nothing was written")
+
+
+def compress_ints(values) -> str:
+    """[1, 2, 3, 7, 9, 10] -> '1..3, 7, 9..10' (short messages for long lists)."""
+    vals = sorted(set(int(v) for v in values))
+    parts, i = [], 0
+    while i < len(vals):
+        j = i
+        while j + 1 < len(vals) and vals[j + 1] == vals[j] + 1:
+            j += 1
+        parts.append(str(vals[i]) if i == j else f"{vals[i]}..{vals[j]}")
+        i = j + 1
+    text = ", ".join(parts)
+    return text if len(text) <= 120 else text[:117] + "..."

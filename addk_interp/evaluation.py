@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from addk_interp import __version__
-from addk_interp.errors import AddkError
+from addk_interp.errors import AddkError, check_writable_dir
 from addk_interp.scoring import accuracy_table, evaluate
 from addk_interp.store import write_json, write_table
 from addk_interp.tasks import TaskFamily, get_format, manifest_hash, sample_family
@@ -48,6 +48,8 @@ def run_eval(
         raise AddkError(f"n must be positive, got {n}")
     if out is not None and Path(out).exists() and not Path(out).is_dir():
         raise AddkError(f"--out {out} exists and is not a directory")
+    if out is not None:
+        check_writable_dir(out)
     names = list(tasks) if tasks is not None else list(family.tasks)
     per_shots = paired_shot_examples(family, names, shots, n, seed)
     if isinstance(model, str):

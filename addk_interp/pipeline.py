@@ -41,7 +41,13 @@ import pandas as pd
 import torch
 
 from addk_interp import __version__
-from addk_interp.errors import AddkError, check_count, check_seed, check_task_files
+from addk_interp.errors import (
+    AddkError,
+    check_count,
+    check_seed,
+    check_task_files,
+    check_writable_dir,
+)
 from addk_interp.heads import Head, head_str
 from addk_interp.store import read_json, write_json, write_table
 
@@ -220,6 +226,7 @@ class Run:
 
     # ------------------------------------------------------------------ setup
     def _check_out_dir(self, force: bool) -> None:
+        check_writable_dir(self.out)
         if not self.out.exists():
             return
         if not self.out.is_dir():

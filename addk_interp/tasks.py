@@ -22,7 +22,7 @@ import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from addk_interp.errors import AddkError
+from addk_interp.errors import AddkError, compress_ints
 
 # --------------------------------------------------------------------------- formats
 
@@ -151,7 +151,8 @@ def arithmetic_family(family: str = "add", ks=None, xs=range(1, 101), heldout=No
     bad = [k for k in ks if k not in valid]
     if bad:
         raise AddkError(
-            f"k={bad} outside the {family} family (valid k: {min(valid)}..{max(valid)})"
+            f"k {compress_ints(bad)} outside the {family} family (valid k: "
+            f"{min(valid)}..{max(valid)})"
         )
     xs = list(xs)
     if len(xs) < 2:

@@ -364,3 +364,18 @@ def test_transformer_lens_idioms(spec):
     hooks = iv.inject(model, v, toks.shape[1] - 1, 1)
     assert torch.equal(model.run_with_hooks(toks, hooks), model.full_logits(toks, hooks))
     assert rel_err(model.run_with_hooks(toks, hooks), logits) > 1e-3
+
+
+def test_api_refuses_positions_outside_and_nonfinite_fv():
+    from addk_interp.hooks.capture import head_outputs
+    from addk_interp.hooks.fv import function_vector
+
+    model = model_of("tiny-llama")
+    toks = model.to_tokens("12->15#3->")
+    with pytest.raises(AddkError, match="outside the prompt"):
+        head_outputs(model, toks, toks.shape[1] + 2)
+    src = torch.ones(model.n_layers, model.n_heads, model.info.d_model)
+    with pytest.raises(AddkError, match="coefficients contain NaN"):
+        function_vector(src, [(0, 1)], [float("nan")])
+    with pytest.raises(AddkError, match="head means contain NaN"):
+        function_vector(src * float("inf"))

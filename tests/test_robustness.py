@@ -385,7 +385,7 @@ def test_cli_entry_point_subprocess(tmp_path):
     assert r.returncode == 2, r.stderr
     assert "Traceback" not in r.stderr and r.stdout == ""
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("addk-interp: error: k=[0, 31")
+    assert len(lines) == 1 and lines[0].startswith("addk-interp: error: k 0, 31..40 outside the add family")
     assert not (tmp_path / "o").exists()
 
 
@@ -418,7 +418,7 @@ def test_sampling_refusals():
         sample_family(fam, ["add1"], 2, 100, seed=0, kind="x")
     with pytest.raises(AddkError, match="tasks not in family add"):
         sample_family(fam, ["add7"], 2, 1, seed=0, kind="x")
-    with pytest.raises(AddkError, match="k=\\[31\\] outside the add family"):
+    with pytest.raises(AddkError, match="k 31 outside the add family"):
         arithmetic_family("add", ks=parse_k_range("30-31"))
 
 
@@ -1033,3 +1033,20 @@ def test_summary_of_a_run_with_an_empty_table(capsys, tmp_path):
     capsys.readouterr()
     (out / "stages" / "clean_eval" / "accuracy.csv").write_text("")
     refused(capsys, ["summary", str(out)], "accuracy.csv: unreadable table")
+
+
+def test_short_messages_and_unwritable_out(capsys, tmp_path, monkeypatch):
+    line = refused(capsys, ["eval", "--model", "tiny-llama", "--k", "1-1000", "--n", "2"], "k 31..1000 outside")
+    assert len(line) < 200
+    # --out below a file: refused before any work (real, whatever the user's rights)
+    f = tmp_path / "afile"
+    f.write_text("x")
+    refused(capsys, ["run", "--model", "tiny-llama", "--out", str(f / "r"), "--quick"], "is not a directory")
+    # --out in a directory this user cannot write (simulated: the suite may run as root)
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    real = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode: False if str(p) == str(ro) else real(p, mode))
+    refused(capsys, ["eval", "--model", "tiny-llama", "--k", "1-3", "--n", "2", "--out", str(ro / "o")], "is not writable")
+    refused(capsys, ["run", "--model", "tiny-llama", "--out", str(ro / "r"), "--quick"], "is not writable")
+    assert list(ro.iterdir()) == []

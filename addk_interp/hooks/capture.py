@@ -78,6 +78,10 @@ def capture_z(
 ) -> Float[Tensor, "batch n layer head d_head"]:
     """``hook_z`` rows at ``positions`` for every layer, stopping after the last layer's z."""
     pos = [positions] if isinstance(positions, int) else list(positions)
+    n = tokens.shape[1]
+    bad = [p for p in pos if not -n <= int(p) < n]
+    if bad:
+        raise AddkError(f"position {bad[0]} is outside the prompt (length {n})")
     names = [z_hook_name(layer) for layer in range(model.n_layers)]
     acts = model.run_collect(tokens, names, fwd_hooks=fwd_hooks, stop_after=names[-1])
     return torch.stack([acts[n][:, pos] for n in names], dim=2)

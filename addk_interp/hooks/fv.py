@@ -40,6 +40,10 @@ def function_vector(
 ) -> Float[Tensor, " d_model"]:
     """Σ_h c_h · source[h] over ``heads`` (all heads when None); c = 1 by default."""
     n_layers, n_heads, _ = source.shape
+    if not torch.isfinite(source).all():
+        raise AddkError("the head means contain NaN or inf")
+    if coefs is not None and not torch.isfinite(torch.as_tensor(coefs, dtype=torch.float64)).all():
+        raise AddkError("the coefficients contain NaN or inf")
     if isinstance(coefs, Tensor) and coefs.ndim == 2:
         return torch.einsum("lh,lhd->d", coefs.to(source.dtype), source)
     if heads is None:
