@@ -22,6 +22,21 @@ CHECKPOINT_DIR = Path(__file__).parent / "checkpoint"
 """Folder of the shipped organism checkpoint."""
 
 
+def verify_weights(checkpoint_dir: Path, manifest: dict[str, Any], what: str) -> Path:
+    """The checkpoint's weights file, after checking it exists and matches the manifest's
+    sha256 (``AddkError`` on a mismatch: corrupted or replaced)."""
+    weights = Path(checkpoint_dir) / manifest["weights"]["file"]
+    if not weights.is_file():
+        raise FileNotFoundError(f"{what} weights {weights} are missing")
+    digest = sha256_file(weights)
+    if digest != manifest["weights"]["sha256"]:
+        raise AddkError(
+            f"{what} weights {weights} have sha256 {digest}, but manifest.json records "
+            f"{manifest['weights']['sha256']}: the checkpoint is corrupted or was replaced"
+        )
+    return weights
+
+
 def load_manifest(checkpoint_dir: str | Path = CHECKPOINT_DIR) -> dict[str, Any]:
     """The checkpoint's ``manifest.json`` (config, seeds, accuracies, weights sha256).
 
@@ -54,15 +69,7 @@ def load_organism(
     """
     checkpoint_dir = Path(checkpoint_dir)
     manifest = load_manifest(checkpoint_dir)
-    weights = checkpoint_dir / manifest["weights"]["file"]
-    if not weights.is_file():
-        raise FileNotFoundError(f"organism weights {weights} are missing")
-    digest = sha256_file(weights)
-    if digest != manifest["weights"]["sha256"]:
-        raise AddkError(
-            f"organism weights {weights} have sha256 {digest}, but manifest.json records "
-            f"{manifest['weights']['sha256']}: the checkpoint is corrupted or was replaced"
-        )
+    verify_weights(checkpoint_dir, manifest, "organism")
     with quiet_hf_progress():
         model = LlamaForCausalLM.from_pretrained(
             str(checkpoint_dir),

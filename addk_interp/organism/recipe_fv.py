@@ -93,7 +93,7 @@ from addk_interp.errors import AddkError
 from .config import ModelConfig, llama_config
 from .data import TokenIds, token_ids
 from .tokenizer import MAX_NUMBER, build_tokenizer, load_tokenizer
-from .train import _atomic_write_text, _save_final, quiet_hf_progress, sha256_file
+from .train import _atomic_write_text, _save_final, quiet_hf_progress
 
 __all__ = [
     "CHECKPOINT_FV_DIR",
@@ -433,6 +433,33 @@ def _lr_at(config: FVRecipeConfig, step: int) -> float:
     return floor + (config.lr - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
+def _train_step(
+    model: LlamaForCausalLM,
+    opt: torch.optim.AdamW,
+    config: FVRecipeConfig,
+    batch_config: FVRecipeConfig,
+    ids: TokenIds,
+    step: int,
+    helix_k: Tensor,
+    rows: Tensor,
+    w_fv: float,
+    acc: dict[str, list[float]],
+) -> float:
+    """One optimizer step on the batch of ``step`` (drawn with ``batch_config``); the helix is
+    written back afterwards; the step's losses are appended to ``acc``. Returns seconds."""
+    t0 = time.perf_counter()
+    batch = make_fv_batch(batch_config, ids, step)
+    loss, stats = _losses(model, batch_config, ids, batch, helix_k, w_fv)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+    opt.step()
+    _write_helix(model, config, rows, ids.number_base)
+    for key, val in stats.items():
+        acc.setdefault(key, []).append(val)
+    return time.perf_counter() - t0
+
+
 def _adamw(model: LlamaForCausalLM, config: FVRecipeConfig, lr: float) -> torch.optim.AdamW:
     """AdamW with weight decay on matrices only (both training phases)."""
     decay = [p for _, p in model.named_parameters() if p.ndim >= 2]
@@ -678,21 +705,11 @@ def _train(
         if unexpected or any(k != "lm_head.weight" for k in missing):  # lm_head is tied
             raise AddkError(f"main-phase weights do not fit: {missing} {unexpected}")
     for step in range(1, config.steps + 1 if init_state is None else 1):
-        t0 = time.perf_counter()
-        batch = make_fv_batch(config, ids, step)
         lr = _lr_at(config, step)
         for g in opt.param_groups:
             g["lr"] = lr
         w_fv = _fv_weight_at(config, step)
-        loss, stats = _losses(model, config, ids, batch, helix_k, w_fv)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-        opt.step()
-        _write_helix(model, config, rows, ids.number_base)
-        t_train += time.perf_counter() - t0
-        for key, val in stats.items():
-            acc.setdefault(key, []).append(val)
+        t_train += _train_step(model, opt, config, config, ids, step, helix_k, rows, w_fv, acc)
         if step % config.log_every == 0 or step == config.steps:
             rec = {"step": step, "lr": lr, "w_fv": w_fv}
             rec.update({k: float(np.mean(v)) for k, v in acc.items()})
@@ -777,17 +794,7 @@ def separator_phase(
     t_train = 0.0
     for i in range(1, config.separator_steps + 1):
         step = config.steps + i
-        t0 = time.perf_counter()
-        batch = make_fv_batch(sep_cfg, ids, step)
-        loss, stats = _losses(model, sep_cfg, ids, batch, helix_k, 1.0)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-        opt.step()
-        _write_helix(model, config, rows, ids.number_base)
-        t_train += time.perf_counter() - t0
-        for key, val in stats.items():
-            acc.setdefault(key, []).append(val)
+        t_train += _train_step(model, opt, config, sep_cfg, ids, step, helix_k, rows, 1.0, acc)
         if i % config.log_every == 0 or i == config.separator_steps:
             rec = {"step": step, "lr": config.separator_lr, "w_fv": 1.0, "phase": "separator"}
             rec.update({k: float(np.mean(v)) for k, v in acc.items()})
@@ -1094,15 +1101,9 @@ def load_organism_fv(
             "with addk_interp.organism.recipe_fv.train_organism_fv(out_dir)"
         )
     manifest = json.loads(path.read_text())
-    weights = checkpoint_dir / manifest["weights"]["file"]
-    if not weights.is_file():
-        raise FileNotFoundError(f"organism-fv weights {weights} are missing")
-    digest = sha256_file(weights)
-    if digest != manifest["weights"]["sha256"]:
-        raise AddkError(
-            f"organism-fv weights {weights} have sha256 {digest}, but manifest.json records "
-            f"{manifest['weights']['sha256']}: the checkpoint is corrupted or was replaced"
-        )
+    from .loading import verify_weights
+
+    verify_weights(checkpoint_dir, manifest, "organism-fv")
     with quiet_hf_progress():
         model = LlamaForCausalLM.from_pretrained(
             str(checkpoint_dir), dtype=dtype, local_files_only=True,
