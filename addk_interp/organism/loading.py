@@ -37,7 +37,11 @@ def verify_weights(checkpoint_dir: Path, manifest: dict[str, Any], what: str) ->
     return weights
 
 
-def load_manifest(checkpoint_dir: str | Path = CHECKPOINT_DIR) -> dict[str, Any]:
+def load_manifest(
+    checkpoint_dir: str | Path = CHECKPOINT_DIR,
+    what: str = "organism",
+    how_to_train: str = "`addk-interp train-organism --out DIR`",
+) -> dict[str, Any]:
     """The checkpoint's ``manifest.json`` (config, seeds, accuracies, weights sha256).
 
     Raises:
@@ -47,10 +51,33 @@ def load_manifest(checkpoint_dir: str | Path = CHECKPOINT_DIR) -> dict[str, Any]
     path = checkpoint_dir / "manifest.json"
     if not path.is_file():
         raise FileNotFoundError(
-            f"no organism checkpoint at {checkpoint_dir} (manifest.json missing); train one "
-            "with `addk-interp train-organism --out DIR`"
+            f"no {what} checkpoint at {checkpoint_dir} (manifest.json missing); train one "
+            f"with {how_to_train}"
         )
     return json.loads(path.read_text())
+
+
+def load_checkpoint(
+    checkpoint_dir: str | Path,
+    dtype: torch.dtype,
+    attn_implementation: str,
+    what: str,
+    how_to_train: str,
+) -> tuple[LlamaForCausalLM, PreTrainedTokenizerBase]:
+    """A shipped organism checkpoint (eval mode) and its tokenizer, weights verified against
+    the manifest's sha256 (both organisms load through here)."""
+    checkpoint_dir = Path(checkpoint_dir)
+    manifest = load_manifest(checkpoint_dir, what, how_to_train)
+    verify_weights(checkpoint_dir, manifest, what)
+    with quiet_hf_progress():
+        model = LlamaForCausalLM.from_pretrained(
+            str(checkpoint_dir),
+            dtype=dtype,
+            local_files_only=True,
+            attn_implementation=attn_implementation,
+        )
+    model.eval()
+    return model, load_tokenizer(checkpoint_dir)
 
 
 def load_organism(
@@ -67,15 +94,10 @@ def load_organism(
         FileNotFoundError: if the checkpoint (manifest or weights) is missing.
         ValueError: if the weights do not match the manifest's sha256.
     """
-    checkpoint_dir = Path(checkpoint_dir)
-    manifest = load_manifest(checkpoint_dir)
-    verify_weights(checkpoint_dir, manifest, "organism")
-    with quiet_hf_progress():
-        model = LlamaForCausalLM.from_pretrained(
-            str(checkpoint_dir),
-            dtype=dtype,
-            local_files_only=True,
-            attn_implementation=attn_implementation,
-        )
-    model.eval()
-    return model, load_tokenizer(checkpoint_dir)
+    return load_checkpoint(
+        checkpoint_dir,
+        dtype,
+        attn_implementation,
+        "organism",
+        "`addk-interp train-organism --out DIR`",
+    )

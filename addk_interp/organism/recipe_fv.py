@@ -74,7 +74,6 @@ import contextlib
 import dataclasses
 import hashlib
 import json
-import math
 import platform
 import time
 from collections.abc import Iterator, Sequence
@@ -92,8 +91,8 @@ from addk_interp.errors import AddkError
 
 from .config import ModelConfig, llama_config
 from .data import TokenIds, token_ids
-from .tokenizer import MAX_NUMBER, build_tokenizer, load_tokenizer
-from .train import _atomic_write_text, _save_final, quiet_hf_progress
+from .tokenizer import MAX_NUMBER, build_tokenizer
+from .train import _atomic_write_text, _save_final, lr_at
 
 __all__ = [
     "CHECKPOINT_FV_DIR",
@@ -424,15 +423,6 @@ def inject_after_attention(
 # ----------------------------------------------------------------------------- training
 
 
-def _lr_at(config: FVRecipeConfig, step: int) -> float:
-    if config.warmup_steps and step <= config.warmup_steps:
-        return config.lr * step / config.warmup_steps
-    span = max(1, config.steps - config.warmup_steps)
-    progress = min(1.0, (step - config.warmup_steps) / span)
-    floor = config.lr * config.min_lr_ratio
-    return floor + (config.lr - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
 def _train_step(
     model: LlamaForCausalLM,
     opt: torch.optim.AdamW,
@@ -696,7 +686,7 @@ def _train(
         * helix_features(np.arange(1, config.k_range[1] + 1), config.helix_periods),
         dtype=torch.float32,
     )
-    opt = _adamw(model, config, _lr_at(config, 1))
+    opt = _adamw(model, config, lr_at(config, 1))
     history: list[dict[str, Any]] = []
     acc: dict[str, list[float]] = {}
     t_train = 0.0
@@ -705,7 +695,7 @@ def _train(
         if unexpected or any(k != "lm_head.weight" for k in missing):  # lm_head is tied
             raise AddkError(f"main-phase weights do not fit: {missing} {unexpected}")
     for step in range(1, config.steps + 1 if init_state is None else 1):
-        lr = _lr_at(config, step)
+        lr = lr_at(config, step)
         for g in opt.param_groups:
             g["lr"] = lr
         w_fv = _fv_weight_at(config, step)
@@ -1093,26 +1083,18 @@ def load_organism_fv(
         FileNotFoundError: if the checkpoint (manifest or weights) is missing.
         ValueError: if the weights do not match the manifest's sha256.
     """
-    checkpoint_dir = Path(checkpoint_dir)
-    path = checkpoint_dir / "manifest.json"
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"no organism-fv checkpoint at {checkpoint_dir} (manifest.json missing); train one "
-            "with addk_interp.organism.recipe_fv.train_organism_fv(out_dir)"
-        )
-    manifest = json.loads(path.read_text())
-    from .loading import verify_weights
+    from .loading import load_checkpoint
 
-    verify_weights(checkpoint_dir, manifest, "organism-fv")
-    with quiet_hf_progress():
-        model = LlamaForCausalLM.from_pretrained(
-            str(checkpoint_dir), dtype=dtype, local_files_only=True,
-            attn_implementation=attn_implementation,
-        )
-    model.eval()
-    return model, load_tokenizer(checkpoint_dir)
+    return load_checkpoint(
+        checkpoint_dir, dtype, attn_implementation, "organism-fv", _HOW_TO_TRAIN
+    )
+
+
+_HOW_TO_TRAIN = "`addk-interp train-organism --recipe fv --out DIR`"
 
 
 def load_manifest_fv(checkpoint_dir: str | Path = CHECKPOINT_FV_DIR) -> dict[str, Any]:
     """The ``organism-fv`` checkpoint's manifest (config, bars, ground truth, sha256)."""
-    return json.loads((Path(checkpoint_dir) / "manifest.json").read_text())
+    from .loading import load_manifest
+
+    return load_manifest(checkpoint_dir, "organism-fv", _HOW_TO_TRAIN)

@@ -39,7 +39,7 @@ import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import safetensors.torch
@@ -184,7 +184,17 @@ def _csv_text(fields: tuple[str, ...], rows: list[dict[str, Any]]) -> str:
     return buf.getvalue()
 
 
-def lr_at(config: TrainConfig, step: int) -> float:
+@runtime_checkable
+class CosineSchedule(Protocol):
+    """What ``lr_at`` reads: both organism recipes' configs have it."""
+
+    lr: float
+    min_lr_ratio: float
+    warmup_steps: int
+    steps: int
+
+
+def lr_at(config: CosineSchedule, step: int) -> float:
     """Learning rate of (1-based) ``step``: linear warmup over ``warmup_steps`` to ``lr``, then
     cosine decay to ``lr * min_lr_ratio`` at ``steps``."""
     if config.warmup_steps and step <= config.warmup_steps:
