@@ -16,7 +16,7 @@ import torch
 from common import add_batches, timed
 
 from addk_interp.hooks.capture import capture_z
-from addk_interp.models import _load_hf_dir, cache_dir, load_model
+from addk_interp.models.adapter import _load_hf_dir, cache_dir, load_model
 
 
 def main():
@@ -35,7 +35,7 @@ def main():
 
     # ours over all prompts: raw per-head outputs z·W_O at the query position, batches
     # bucketed by prompt length only (as capture_means does)
-    from addk_interp.prompts import encode_examples, make_batches
+    from addk_interp.core.prompts import encode_examples, make_batches
 
     cap_batches = make_batches(encode_examples(model, ex), 16, prompt_only=True)
     t = time.perf_counter()

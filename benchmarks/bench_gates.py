@@ -32,6 +32,7 @@ def main() -> int:
 
     from dataclasses import replace
 
+    from addk_interp.core.tasks import arithmetic_family, sample_family
     from addk_interp.hooks.capture import capture_means
     from addk_interp.hooks.interventions import default_injection_layer, inject
     from addk_interp.localize.gates import (
@@ -41,8 +42,7 @@ def main() -> int:
         task_vectors,
         train_step,
     )
-    from addk_interp.models import load_model
-    from addk_interp.tasks import arithmetic_family, sample_family
+    from addk_interp.models.adapter import load_model
 
     t0 = time.time()
     model = load_model(args.model)

@@ -12,8 +12,8 @@ import time
 import torch
 from common import add_batches, timed
 
-from addk_interp.models import load_model
-from addk_interp.scoring import greedy_correct, score_batch
+from addk_interp.core.scoring import greedy_correct, score_batch
+from addk_interp.models.adapter import load_model
 
 
 def main():

@@ -244,13 +244,13 @@ def main() -> int:
     cpu_start = time.process_time()
     load_start = list(machine_info()["loadavg"])
 
+    from addk_interp.core.prompts import encode_examples
+    from addk_interp.core.scoring import continuation_mask, evaluate
+    from addk_interp.core.tasks import arithmetic_family, sample_family
     from addk_interp.hooks.capture import capture_means
     from addk_interp.hooks.fv import evaluate_fv, head_set_vectors
     from addk_interp.hooks.interventions import default_injection_layer
-    from addk_interp.models import load_model
-    from addk_interp.prompts import encode_examples
-    from addk_interp.scoring import continuation_mask, evaluate
-    from addk_interp.tasks import arithmetic_family, sample_family
+    from addk_interp.models.adapter import load_model
 
     t0 = time.time()
     model = load_model(spec)

@@ -21,8 +21,8 @@ def timed(fn, repeat: int = 3):
 
 
 def add_batches(model, n_per_task=8, shots=5, ks=(1, 2, 5, 10), batch_size=16, seed=0):
-    from addk_interp.prompts import encode_examples, make_batches
-    from addk_interp.tasks import arithmetic_family, sample_family
+    from addk_interp.core.prompts import encode_examples, make_batches
+    from addk_interp.core.tasks import arithmetic_family, sample_family
 
     fam = arithmetic_family("add", ks=list(ks))
     ex = sample_family(fam, fam.tasks, n_per_task, shots, seed=seed, kind="bench")

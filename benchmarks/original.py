@@ -49,10 +49,10 @@ import numpy as np
 import torch
 from common import now
 
+from addk_interp.core.scoring import continuation_mask
 from addk_interp.hooks.capture import z_hook_name
 from addk_interp.hooks.interventions import inject
 from addk_interp.localize.gates import proximal_clip, task_vectors
-from addk_interp.scoring import continuation_mask
 
 
 @dataclass

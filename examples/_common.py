@@ -1,6 +1,6 @@
 """Shared by the example scripts: run (or reuse) the pipeline and write one report figure.
 
-Every ``figNN_*.py`` script draws the figure of the same slug in ``addk_interp.figures`` —
+Every ``figNN_*.py`` script draws the figure of the same slug in ``addk_interp.report.figures`` —
 the very figure the report shows — into ``RUN/figures/<slug>.html`` (and ``.png`` when a
 static export works offline) and prints where. Finished pipeline stages are reused.
 """
@@ -16,8 +16,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 def main(slug: str, description: str) -> int:
-    from addk_interp.figures import build
-    from addk_interp.pipeline import PRESETS, Run, RunConfig
+    from addk_interp.pipeline.run import PRESETS, Run, RunConfig
+    from addk_interp.report.figures import build
 
     ap = argparse.ArgumentParser(description=description)
     ap.add_argument("--model", default="default", help="model spec (default: Gemma-3-270m)")

@@ -6,11 +6,11 @@ import pytest
 import torch
 from conftest import tiny
 
-from addk_interp.errors import AddkError
+from addk_interp.core.errors import AddkError
+from addk_interp.core.prompts import encode_examples, make_batches
+from addk_interp.core.tasks import arithmetic_family, sample_family
 from addk_interp.hooks.capture import capture_means, z_hook_name
 from addk_interp.localize.attribution import HeadScores, attribution_patching, single_head_ablation
-from addk_interp.prompts import encode_examples, make_batches
-from addk_interp.tasks import arithmetic_family, sample_family
 
 TASKS = ["add3", "add5"]
 

@@ -8,9 +8,9 @@ from conftest import TINY, tiny
 from addk_interp.analyses import circuits as ci
 from addk_interp.analyses import extraction as ex
 from addk_interp.analyses.periodic import fit_subspace_from_means
-from addk_interp.errors import AddkError
-from addk_interp.prompts import encode_examples, make_batches
-from addk_interp.tasks import arithmetic_family, sample_family
+from addk_interp.core.errors import AddkError
+from addk_interp.core.prompts import encode_examples, make_batches
+from addk_interp.core.tasks import arithmetic_family, sample_family
 
 torch.set_num_threads(1)  # the machine's cores are shared
 

@@ -6,7 +6,7 @@ import sys
 import time
 
 CHECK = (
-    "import sys, addk_interp.cli as c; p = c.build_parser(); "
+    "import sys, addk_interp.cli.main as c; p = c.build_parser(); "
     "print(sorted(m for m in ('torch', 'transformers', 'pandas', 'transformer_lens') "
     "if m in sys.modules))"
 )
@@ -20,7 +20,7 @@ def test_parser_imports_no_heavy_library():
 def test_help_is_fast_and_lists_every_command():
     t0 = time.perf_counter()
     out = subprocess.run(
-        [sys.executable, "-m", "addk_interp.cli", "--help"], capture_output=True, text=True
+        [sys.executable, "-m", "addk_interp.cli.main", "--help"], capture_output=True, text=True
     )
     elapsed = time.perf_counter() - t0
     assert out.returncode == 0
@@ -30,9 +30,9 @@ def test_help_is_fast_and_lists_every_command():
 
 
 def test_run_parser_lists_the_real_presets_and_formats():
-    from addk_interp.pipeline import PRESETS
-    from addk_interp.run_cli import FORMAT_NAMES, PRESET_NAMES
-    from addk_interp.tasks import FORMATS
+    from addk_interp.cli.run import FORMAT_NAMES, PRESET_NAMES
+    from addk_interp.core.tasks import FORMATS
+    from addk_interp.pipeline.run import PRESETS
 
     assert PRESET_NAMES == tuple(sorted(PRESETS))
     assert set(FORMAT_NAMES) == set(FORMATS)
@@ -46,7 +46,7 @@ def test_lazy_root_names_resolve():
 
 
 def test_run_prints_each_stage_and_the_headline(tmp_path, capsys):
-    from addk_interp.cli import main
+    from addk_interp.cli.main import main
 
     argv = ["run", "--model", "tiny-llama", "--out", str(tmp_path / "r"), "--quick", "--quiet"]
     argv += ["--k", "1-3", "--n-eval", "1", "--n-capture", "1", "--batch-size", "8"]

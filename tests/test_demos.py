@@ -6,9 +6,9 @@ import torch
 from conftest import tiny
 
 from addk_interp.analyses import demos
-from addk_interp.errors import AddkError
+from addk_interp.core.errors import AddkError
+from addk_interp.core.tasks import Example, arithmetic_family, sample_family
 from addk_interp.hooks.capture import capture_means
-from addk_interp.tasks import Example, arithmetic_family, sample_family
 
 torch.set_num_threads(1)
 

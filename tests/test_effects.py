@@ -19,12 +19,12 @@ from hf_reference import (
     project_head_output,
 )
 
-from addk_interp.errors import AddkError
+from addk_interp.core.errors import AddkError
+from addk_interp.core.prompts import encode_examples, make_batches
+from addk_interp.core.scoring import greedy_decode
+from addk_interp.core.tasks import arithmetic_family, sample_family
 from addk_interp.hooks import interventions as iv
 from addk_interp.localize.gates import InjectionRunner
-from addk_interp.prompts import encode_examples, make_batches
-from addk_interp.scoring import greedy_decode
-from addk_interp.tasks import arithmetic_family, sample_family
 
 BRIDGED = [
     "tiny-llama",
@@ -48,7 +48,7 @@ def reference(spec) -> Ref:
 
             hf, _ = load_organism()
         else:
-            from addk_interp.models import tiny_hf_model, tiny_tokenizer
+            from addk_interp.models.adapter import tiny_hf_model, tiny_tokenizer
 
             hf = tiny_hf_model(spec, len(tiny_tokenizer()), 0)
         _REFS[spec] = Ref(hf)
@@ -293,7 +293,7 @@ def test_bad_positions_and_layers():
 @pytest.mark.integration
 @pytest.mark.parametrize("spec", ["default", "smollm2-135m"])
 def test_real_models_inject_and_head_edit_equal_reference(spec):
-    from addk_interp.models import (
+    from addk_interp.models.adapter import (
         GEMMA_GGUF_SHA256,
         SMOLLM2_GGUF_SHA256,
         _gemma_gguf_path,

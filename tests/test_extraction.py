@@ -9,10 +9,10 @@ import torch
 from conftest import TINY, tiny
 
 from addk_interp.analyses import extraction as ex
-from addk_interp.errors import AddkError
+from addk_interp.core.errors import AddkError
+from addk_interp.core.prompts import encode, encode_examples, make_batches
+from addk_interp.core.tasks import Example, arithmetic_family, render, sample_family
 from addk_interp.hooks.capture import capture_means
-from addk_interp.prompts import encode, encode_examples, make_batches
-from addk_interp.tasks import Example, arithmetic_family, render, sample_family
 
 torch.set_num_threads(1)  # the machine's cores are shared
 

@@ -2,7 +2,7 @@
 
 import json
 
-from addk_interp.cli import main
+from addk_interp.cli.main import main
 
 
 def _manifest(out):

@@ -8,11 +8,11 @@ import pytest
 import torch
 from conftest import TINY, tiny
 
-from addk_interp.errors import AddkError
+from addk_interp.core.errors import AddkError
+from addk_interp.core.tasks import TaskFamily, arithmetic_family, sample_family
 from addk_interp.hooks.capture import capture_means
 from addk_interp.hooks.interventions import gate_heads, inject
 from addk_interp.localize import gates as G
-from addk_interp.tasks import TaskFamily, arithmetic_family, sample_family
 
 TRAIN = ("add1", "add3", "add4", "add5")
 HELDOUT = ("add2", "add6")

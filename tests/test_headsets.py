@@ -8,15 +8,15 @@ import pytest
 import torch
 from conftest import tiny
 
-from addk_interp.errors import AddkError
+from addk_interp.core.errors import AddkError
+from addk_interp.core.scoring import evaluate
+from addk_interp.core.tasks import arithmetic_family, sample_family
 from addk_interp.hooks.capture import capture_means
 from addk_interp.hooks.fv import evaluate_fv
 from addk_interp.hooks.interventions import mean_ablate, replace_heads
 from addk_interp.localize import aie as A
 from addk_interp.localize import gates as G
 from addk_interp.localize import headsets as HS
-from addk_interp.scoring import evaluate
-from addk_interp.tasks import arithmetic_family, sample_family
 
 TRAIN = ("add1", "add3", "add4", "add5")
 HELDOUT = ("add2", "add6")

@@ -4,11 +4,11 @@ import pytest
 import torch
 from conftest import TINY, tiny
 
+from addk_interp.core.prompts import encode_examples, make_batches
+from addk_interp.core.scoring import greedy_decode, score_batch
+from addk_interp.core.tasks import arithmetic_family, sample_family
 from addk_interp.hooks import interventions as iv
 from addk_interp.hooks.capture import bias_contribution, capture_means, capture_z, z_to_outputs
-from addk_interp.prompts import encode_examples, make_batches
-from addk_interp.scoring import greedy_decode, score_batch
-from addk_interp.tasks import arithmetic_family, sample_family
 
 
 def _batch(model, n=6, shots=3, seed=0):
@@ -141,7 +141,7 @@ def test_teacher_forcing_equals_greedy_under_intervention(spec):
 
 def test_bad_inputs():
     model = tiny("tiny-llama-gqa")
-    from addk_interp.errors import AddkError
+    from addk_interp.core.errors import AddkError
 
     with pytest.raises(AddkError, match="does not exist"):
         iv.check_heads(model, [(99, 0)])
@@ -188,7 +188,7 @@ def test_projection_identities(spec):
 
 
 def test_projection_post_norm_full_space_is_noop_and_bad_basis():
-    from addk_interp.errors import AddkError
+    from addk_interp.core.errors import AddkError
 
     g = tiny("tiny-gemma3")
     b, _ = _batch(g)

@@ -24,6 +24,7 @@ import numpy as np
 import pytest
 import torch
 
+from addk_interp.cli.organism import add_parser
 from addk_interp.organism import (
     CHECKPOINT_DIR,
     ModelConfig,
@@ -39,7 +40,6 @@ from addk_interp.organism import (
     token_ids,
     train_organism,
 )
-from addk_interp.organism.cli import add_parser
 from addk_interp.organism.tokenizer import FORMAT_STRINGS, save_tokenizer
 from addk_interp.organism.train import lr_at, sha256_file
 

@@ -6,11 +6,11 @@ import pytest
 import torch
 from conftest import tiny
 
-from addk_interp.cli import main
-from addk_interp.errors import AddkError
+from addk_interp.cli.main import main
+from addk_interp.core.errors import AddkError
+from addk_interp.core.tasks import arithmetic_family, sample_family
 from addk_interp.hooks.capture import HeadMeans, capture_means
 from addk_interp.hooks.fv import check_means_model, function_vector
-from addk_interp.tasks import arithmetic_family, sample_family
 
 
 def test_run_quick_caches_and_refuses(tmp_path, capsys):

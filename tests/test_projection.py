@@ -11,15 +11,15 @@ import torch
 from conftest import tiny
 
 from addk_interp.analyses import projection as P
-from addk_interp.errors import AddkError
+from addk_interp.core.errors import AddkError
+from addk_interp.core.prompts import encode_examples, make_batches
+from addk_interp.core.scoring import evaluate, greedy_decode
+from addk_interp.core.tasks import Example, arithmetic_family, sample_family
 from addk_interp.hooks.capture import capture_means
 from addk_interp.hooks.fv import evaluate_fv
 from addk_interp.hooks.interventions import inject
 from addk_interp.localize import headsets as HS
 from addk_interp.localize.selectors import RecoveryScan
-from addk_interp.prompts import encode_examples, make_batches
-from addk_interp.scoring import evaluate, greedy_decode
-from addk_interp.tasks import Example, arithmetic_family, sample_family
 
 KS = list(range(1, 11))
 TRAIN = tuple(f"add{k}" for k in range(1, 9))

@@ -25,7 +25,7 @@ def test_readme_results_equal_committed_summaries():
 
 def test_summary_markdown_of_a_run_matches_its_rows(tmp_path):
     """The summary file format is what ``addk-interp summary --markdown --out`` writes."""
-    from addk_interp.run_summary import to_markdown
+    from addk_interp.report.summary import to_markdown
 
     rows = [("model", "m (abc)", "manifest.json"), ("x", "1.00", "a/b.json")]
     md = to_markdown(rows)

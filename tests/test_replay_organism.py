@@ -21,7 +21,7 @@ CKPT = ROOT / "addk_interp" / "organism" / "checkpoint"
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
-    from addk_interp.pipeline import PRESETS, Run, RunConfig
+    from addk_interp.pipeline.run import PRESETS, Run, RunConfig
 
     out = tmp_path_factory.mktemp("replay") / "run"
     cfg = RunConfig(model="organism", preset="default", **PRESETS["default"])

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from addk_interp.figures import FIGURES, build
-from addk_interp.pipeline import PRESETS, Run, RunConfig
+from addk_interp.pipeline.run import PRESETS, Run, RunConfig
+from addk_interp.report.figures import FIGURES, build
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -77,7 +77,7 @@ def test_example_script_writes_its_figure(organism_run):
 
 
 def test_summary_lists_the_headline_numbers(organism_run, capsys):
-    from addk_interp.cli import main
+    from addk_interp.cli.main import main
 
     assert main(["summary", str(organism_run.out)]) == 0
     out = capsys.readouterr().out

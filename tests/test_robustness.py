@@ -26,8 +26,8 @@ import pytest
 import torch
 from conftest import _CACHE, TINY, tiny
 
-from addk_interp.cli import main
-from addk_interp.errors import AddkError
+from addk_interp.cli.main import main
+from addk_interp.core.errors import AddkError
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,7 +48,7 @@ def _one_thread():
 def cached_models(monkeypatch):
     """CLI commands load their model by spec; serve tiny models / the organism from the
     conftest cache so each CLI case does not pay a model load."""
-    import addk_interp.models as models
+    import addk_interp.models.adapter as models
 
     real = models.load_model
 
@@ -67,7 +67,7 @@ def cached_models(monkeypatch):
 @pytest.fixture
 def no_model_load(monkeypatch):
     """Inputs that can be validated without a model must be refused before one is loaded."""
-    import addk_interp.models as models
+    import addk_interp.models.adapter as models
 
     def load(*a, **kw):
         raise AssertionError("a model was loaded before the inputs were validated")
@@ -247,8 +247,8 @@ def test_cli_heads_and_layers(capsys, cached_models):
 
 
 def test_cli_means_from_another_model(capsys, cached_models, tmp_path):
+    from addk_interp.core.tasks import arithmetic_family, sample_family
     from addk_interp.hooks.capture import capture_means
-    from addk_interp.tasks import arithmetic_family, sample_family
 
     fam = arithmetic_family("add", ks=[2])
     ex = sample_family(fam, ["add2"], 2, 2, seed=0, kind="x")
@@ -373,7 +373,7 @@ def test_cli_run_parallel_attention_model_writes_nothing(capsys, tmp_path):
 def test_cli_entry_point_subprocess(tmp_path):
     """The installed ``addk-interp`` script: exit code 2, one line on stderr, no traceback."""
     exe = Path(sys.executable).parent / "addk-interp"
-    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "addk_interp.cli"]
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "addk_interp.cli.main"]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     r = subprocess.run(
         cmd + ["eval", "--model", "tiny-llama", "--k", "0-40", "--out", str(tmp_path / "o")],
@@ -393,8 +393,8 @@ def test_cli_entry_point_subprocess(tmp_path):
 
 
 def test_prompt_longer_than_context_and_unrepresentable_answer():
-    from addk_interp.prompts import encode
-    from addk_interp.tasks import Example, render
+    from addk_interp.core.prompts import encode
+    from addk_interp.core.tasks import Example, render
 
     m = tiny("tiny-llama")  # character-level tokenizer, n_ctx 512
     long = Example("t", None, (("1" * 300, "2"),), "1" * 300, "3")
@@ -409,7 +409,7 @@ def test_prompt_longer_than_context_and_unrepresentable_answer():
 
 
 def test_sampling_refusals():
-    from addk_interp.tasks import arithmetic_family, parse_k_range, sample_family
+    from addk_interp.core.tasks import arithmetic_family, parse_k_range, sample_family
 
     fam = arithmetic_family("add", ks=[1, 2])
     with pytest.raises(AddkError, match="shots must be ≥ 0, got -1"):
@@ -423,9 +423,9 @@ def test_sampling_refusals():
 
 
 def test_function_vector_width_and_injection_layer():
+    from addk_interp.core.tasks import arithmetic_family, sample_family
     from addk_interp.hooks.fv import evaluate_fv
     from addk_interp.hooks.interventions import inject
-    from addk_interp.tasks import arithmetic_family, sample_family
 
     m = tiny("tiny-llama")  # d_model 64, 3 layers
     with pytest.raises(AddkError, match="vector width 65 does not match d_model=64"):
@@ -472,15 +472,15 @@ TRAIN, HELDOUT = ("add1", "add3", "add4", "add5"), ("add2", "add6")
 
 
 def _gate_family():
-    from addk_interp.tasks import arithmetic_family
+    from addk_interp.core.tasks import arithmetic_family
 
     fam = arithmetic_family("add", ks=[1, 2, 3, 4, 5, 6])
     return dataclasses.replace(fam, train=TRAIN, heldout=HELDOUT)
 
 
 def _capture(spec, tasks):
+    from addk_interp.core.tasks import sample_family
     from addk_interp.hooks.capture import capture_means
-    from addk_interp.tasks import sample_family
 
     ex = sample_family(_gate_family(), tasks, 4, 2, seed=1, kind="activation")
     return capture_means(tiny(spec), ex)
@@ -552,8 +552,8 @@ def test_gate_refusals(tmp_path):
 
 
 def _headset_evals_refuse_foreign_fit(fit_of_llama):
+    from addk_interp.core.tasks import sample_family
     from addk_interp.localize.headsets import headset_evals
-    from addk_interp.tasks import sample_family
 
     gqa = tiny("tiny-llama-gqa")  # same [3, 4] head grid as tiny-llama, other weights
     assert fit_of_llama.model_fingerprint != gqa.info.fingerprint
@@ -573,10 +573,10 @@ def _headset_evals_refuse_foreign_fit(fit_of_llama):
 
 
 def test_head_means_from_another_model(tmp_path):
+    from addk_interp.core.tasks import sample_family
     from addk_interp.hooks.capture import HeadMeans
     from addk_interp.hooks.fv import check_means_model
     from addk_interp.localize.headsets import recovery_scan
-    from addk_interp.tasks import sample_family
 
     means = _capture("tiny-llama", TRAIN)
     p = means.save(tmp_path / "m.safetensors")
@@ -639,7 +639,7 @@ def test_pca_fewer_tasks_than_components_and_period_at_most_one():
 
 def test_demos_need_numeric_few_shot_prompts():
     from addk_interp.analyses import demos
-    from addk_interp.tasks import Example
+    from addk_interp.core.tasks import Example
 
     m = tiny("tiny-llama")
     g = np.random.default_rng(0)
@@ -721,7 +721,7 @@ import torch
 
 torch.set_num_threads(1)
 from addk_interp.localize import gates
-from addk_interp.pipeline import Run, RunConfig
+from addk_interp.pipeline.run import Run, RunConfig
 
 out, marker, cfg = Path(sys.argv[1]), Path(sys.argv[2]), json.loads(sys.argv[3])
 orig = gates._write_checkpoint
@@ -791,8 +791,8 @@ def _leftovers(d: Path) -> list[str]:
 
 
 def test_kill_mid_stage_then_rerun_gives_the_same_artifacts(tmp_path):
-    from addk_interp import pipeline
-    from addk_interp.pipeline import Run, RunConfig
+    from addk_interp.pipeline import run as pipeline
+    from addk_interp.pipeline.run import Run, RunConfig
 
     # stage keys hash the package source (once per process): take it now, as the child will
     if hasattr(getattr(pipeline, "code_version", None), "cache_clear"):
@@ -861,8 +861,8 @@ EVIL_TASKS = ["<script>alert(1)<\\script>", "<b onmouseover=alert(2)>x"]
 def test_report_escapes_task_and_model_names(tmp_path):
     """Task names are JSON file stems ('/' cannot occur, so '</script>' cannot either); the model
     name is a local model directory's name. Neither may reach report.html unescaped."""
-    from addk_interp.models import tiny_hf_model, tiny_tokenizer
-    from addk_interp.pipeline import Run, RunConfig
+    from addk_interp.models.adapter import tiny_hf_model, tiny_tokenizer
+    from addk_interp.pipeline.run import Run, RunConfig
 
     mdir = tmp_path / EVIL_MODEL
     tok = tiny_tokenizer()
@@ -943,7 +943,7 @@ def test_task_files_untrusted(capsys, tmp_path):
 
 
 def test_load_model_device_and_dtype_refused_in_the_api():
-    from addk_interp.models import load_model
+    from addk_interp.models.adapter import load_model
 
     with pytest.raises(AddkError, match="unknown device"):
         load_model("tiny-llama", device="bogus")
@@ -993,7 +993,7 @@ def test_run_directory_heals_missing_or_changed_outputs(tmp_path):
 
 def test_untrusted_files_give_one_line_errors(capsys, tmp_path):
     from addk_interp.hooks.capture import HeadMeans
-    from addk_interp.models import load_model
+    from addk_interp.models.adapter import load_model
 
     bad_cfg = tmp_path / "badcfg"
     bad_cfg.mkdir()
@@ -1009,8 +1009,8 @@ def test_untrusted_files_give_one_line_errors(capsys, tmp_path):
     # a truncated safetensors artifact names the file
     m = load_model("tiny-llama")
     fam_means = tmp_path / "means.safetensors"
+    from addk_interp.core.tasks import arithmetic_family, sample_family
     from addk_interp.hooks.capture import capture_means
-    from addk_interp.tasks import arithmetic_family, sample_family
 
     fam = arithmetic_family("add", ks=[1, 2])
     capture_means(m, sample_family(fam, ["add1"], 2, 1, seed=0, kind="activation")).save(fam_means)

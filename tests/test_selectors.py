@@ -468,7 +468,7 @@ def test_jaxtyping_annotations_hold_at_runtime():
 def test_heads_cli_released_scan(capsys):
     import json as _json
 
-    from addk_interp.cli import main
+    from addk_interp.cli.main import main
 
     assert main(["heads", "--scan", str(RELEASED), "--json"]) == 0
     out = _json.loads(capsys.readouterr().out)

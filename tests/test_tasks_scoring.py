@@ -6,18 +6,17 @@ import pytest
 import torch
 from conftest import tiny
 
-from addk_interp.cli import main
-from addk_interp.errors import AddkError
-from addk_interp.models import kv_head_index, load_model
-from addk_interp.prompts import encode, encode_examples, make_batches
-from addk_interp.scoring import (
+from addk_interp.cli.main import main
+from addk_interp.core.errors import AddkError
+from addk_interp.core.prompts import encode, encode_examples, make_batches
+from addk_interp.core.scoring import (
     accuracy_table,
     continuation_mask,
     evaluate,
     parse_leading_int,
     scores_from_logits,
 )
-from addk_interp.tasks import (
+from addk_interp.core.tasks import (
     FORMATS,
     Example,
     arithmetic_family,
@@ -27,6 +26,7 @@ from addk_interp.tasks import (
     sample_examples,
     sample_family,
 )
+from addk_interp.models.adapter import kv_head_index, load_model
 
 
 def test_paper_split_and_families():

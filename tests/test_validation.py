@@ -5,11 +5,11 @@ import json
 
 import pytest
 
-from addk_interp.cli import main
-from addk_interp.heads import Head
-from addk_interp.pipeline import PRESETS, Run, RunConfig
-from addk_interp.report import write_report
-from addk_interp.validation import METHODS, ground_truth_of, validate
+from addk_interp.cli.main import main
+from addk_interp.core.heads import Head
+from addk_interp.pipeline.run import PRESETS, Run, RunConfig
+from addk_interp.pipeline.validation import METHODS, ground_truth_of, validate
+from addk_interp.report.html import write_report
 
 
 @pytest.fixture(scope="module")

@@ -48,8 +48,8 @@ from addk_interp.analyses.extraction import (
     group_role,
     label_slots,
 )
-from addk_interp.errors import AddkError
-from addk_interp.prompts import PromptBatch
+from addk_interp.core.errors import AddkError
+from addk_interp.core.prompts import PromptBatch
 
 __all__ = [
     "LabelVectors",

@@ -62,9 +62,9 @@ from addk_interp.analyses.extraction import (
     iter_extractions,
     label_slots,
 )
-from addk_interp.errors import AddkError
-from addk_interp.scoring import bootstrap_ci, evaluate
-from addk_interp.tasks import Example, PromptFormat
+from addk_interp.core.errors import AddkError
+from addk_interp.core.scoring import bootstrap_ci, evaluate
+from addk_interp.core.tasks import Example, PromptFormat
 
 __all__ = [
     "OffsetReadout",

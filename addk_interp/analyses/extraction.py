@@ -51,11 +51,11 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from addk_interp.errors import AddkError
+from addk_interp.core.errors import AddkError
+from addk_interp.core.prompts import PromptBatch, encode_examples, make_batches
+from addk_interp.core.scoring import bootstrap_ci
+from addk_interp.core.tasks import GROUP_BOS, Example, PromptFormat
 from addk_interp.hooks.capture import z_to_outputs
-from addk_interp.prompts import PromptBatch, encode_examples, make_batches
-from addk_interp.scoring import bootstrap_ci
-from addk_interp.tasks import GROUP_BOS, Example, PromptFormat
 
 __all__ = [
     "DEGENERATE_EPS",

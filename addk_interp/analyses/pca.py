@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from jaxtyping import Float, Float64, Int, Real
 
-from addk_interp.errors import AddkError
+from addk_interp.core.errors import AddkError
 
 __all__ = [
     "DEFAULT_THRESHOLD",

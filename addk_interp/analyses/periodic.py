@@ -60,7 +60,7 @@ from addk_interp.analyses.pca import (
     fit_heads_pca,
     head_label,
 )
-from addk_interp.errors import AddkError
+from addk_interp.core.errors import AddkError
 
 __all__ = [
     "DEFAULT_THETA_STEP",

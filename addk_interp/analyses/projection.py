@@ -69,7 +69,10 @@ from addk_interp.analyses.periodic import (
     TargetSpec,
     fit_subspace_from_means,
 )
-from addk_interp.errors import AddkError
+from addk_interp.core.errors import AddkError
+from addk_interp.core.prompts import encode_examples, make_batches
+from addk_interp.core.scoring import bootstrap_ci, greedy_decode
+from addk_interp.core.tasks import Example, manifest_hash
 from addk_interp.hooks.capture import HeadMeans
 from addk_interp.hooks.interventions import check_basis, default_injection_layer, inject
 from addk_interp.localize.gates import InjectionRunner
@@ -81,9 +84,6 @@ from addk_interp.localize.headsets import (
     headset_vectors,
 )
 from addk_interp.localize.selectors import MainSetResult, SignificantSetResult, head_key
-from addk_interp.prompts import encode_examples, make_batches
-from addk_interp.scoring import bootstrap_ci, greedy_decode
-from addk_interp.tasks import Example, manifest_hash
 
 Head = tuple[int, int]
 

@@ -21,7 +21,7 @@ from addk_interp.analyses.periodic import (
     periodogram,
     principal_angle_matrix,
 )
-from addk_interp.errors import AddkError
+from addk_interp.core.errors import AddkError
 
 Head = tuple[int, int]
 

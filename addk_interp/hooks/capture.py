@@ -26,29 +26,38 @@ from jaxtyping import Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from addk_interp import __version__
-from addk_interp.errors import AddkError
-from addk_interp.prompts import encode_examples, make_batches
-from addk_interp.store import read_tensors, write_tensors
-from addk_interp.tasks import Example, manifest_hash
+from addk_interp._version import __version__
+from addk_interp.core.errors import AddkError
+from addk_interp.core.prompts import encode_examples, make_batches
+from addk_interp.core.store import read_tensors, write_tensors
+from addk_interp.core.tasks import Example, manifest_hash
 
 
 def z_hook_name(layer: int) -> str:
     return f"blocks.{layer}.attn.hook_z"
 
 
+def _wide(dtype: torch.dtype) -> torch.dtype:
+    """The dtype the post-norm scale is computed in: at least float32, float64 kept."""
+    return torch.promote_types(dtype, torch.float32)
+
+
 def _raw_and_scale(
     model, layer: int, z: Float[Tensor, "batch head d_head"]
 ) -> tuple[Float[Tensor, "batch head d_model"], Float[Tensor, "batch d_model"] | None]:
-    """Raw per-head outputs z·W_O and, on post-norm models, the run's scale g / rms(total)."""
+    """Raw per-head outputs z·W_O and, on post-norm models, the run's scale g / rms(total).
+
+    The scale is computed in ``_wide(z.dtype)`` (float32 for half precision, float64 kept), so
+    a float64 run's per-head outputs sum to the increment to float64 rounding."""
     o = torch.einsum("bhd,hdm->bhm", z, model.W_O[layer].to(z.dtype))
     norm = model.post_attn_norm(layer)
     if norm is None:
         return o, None
     g, eps = norm
-    total = o.sum(1) + model.b_O[layer].to(o.dtype)
-    rms = torch.sqrt(total.float().pow(2).mean(-1, keepdim=True) + eps)
-    return o, g.float() / rms
+    dt = _wide(z.dtype)
+    total = o.to(dt).sum(1) + model.b_O[layer].to(dt)
+    rms = torch.sqrt(total.pow(2).mean(-1, keepdim=True) + eps)
+    return o, g.to(dt) / rms
 
 
 def z_to_outputs(
@@ -58,16 +67,15 @@ def z_to_outputs(
     o, scale = _raw_and_scale(model, layer, z)
     if scale is None:
         return o
-    return (o.float() * scale[:, None, :]).to(o.dtype)
+    return (o.to(scale.dtype) * scale[:, None, :]).to(o.dtype)
 
 
 def bias_contribution(model, layer: int, z: Float[Tensor, "batch head d_head"]):
     """The bias part of the residual increment (zero for bias-free models)."""
-    b = model.b_O[layer].to(z.dtype)
     _, scale = _raw_and_scale(model, layer, z)
     if scale is None:
-        return b.expand(z.shape[0], -1)
-    return (b.float() * scale).to(z.dtype)
+        return model.b_O[layer].to(z.dtype).expand(z.shape[0], -1)
+    return (model.b_O[layer].to(scale.dtype) * scale).to(z.dtype)
 
 
 def capture_z(

@@ -16,12 +16,12 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from addk_interp.errors import AddkError
-from addk_interp.heads import HeadLike as Head
+from addk_interp.core.errors import AddkError
+from addk_interp.core.heads import HeadLike as Head
+from addk_interp.core.scoring import evaluate
+from addk_interp.core.tasks import Example
 from addk_interp.hooks.capture import HeadMeans
 from addk_interp.hooks.interventions import inject
-from addk_interp.scoring import evaluate
-from addk_interp.tasks import Example
 
 
 def check_means_model(model, means: HeadMeans) -> None:

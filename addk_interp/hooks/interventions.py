@@ -29,8 +29,8 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from addk_interp.errors import AddkError
-from addk_interp.heads import Head, HeadLike, parse_heads  # noqa: F401  (re-exported)
+from addk_interp.core.errors import AddkError
+from addk_interp.core.heads import Head, HeadLike, parse_heads  # noqa: F401  (re-exported)
 from addk_interp.hooks.capture import z_hook_name, z_to_outputs
 
 

@@ -35,15 +35,15 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from addk_interp.errors import AddkError
-from addk_interp.heads import Head, head_str
+from addk_interp.core.errors import AddkError
+from addk_interp.core.heads import Head, head_str
+from addk_interp.core.prompts import encode_examples, make_batches
+from addk_interp.core.store import atomic_write_text
+from addk_interp.core.tasks import Example, manifest_hash
 from addk_interp.hooks.capture import HeadMeans, z_hook_name
 from addk_interp.hooks.fv import check_means_model
 from addk_interp.hooks.interventions import mean_ablate
 from addk_interp.localize.gates import PromptRunner
-from addk_interp.prompts import encode_examples, make_batches
-from addk_interp.store import atomic_write_text
-from addk_interp.tasks import Example, manifest_hash
 
 METHODS = ("attribution_patching", "single_head_ablation")
 

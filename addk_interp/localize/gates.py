@@ -66,8 +66,12 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from addk_interp import __version__
-from addk_interp.errors import AddkError
+from addk_interp._version import __version__
+from addk_interp.core.errors import AddkError
+from addk_interp.core.prompts import Encoded, encode_examples
+from addk_interp.core.scoring import continuation_mask, scores_from_logits
+from addk_interp.core.store import read_json, read_tensors, write_json, write_tensors
+from addk_interp.core.tasks import Example, TaskFamily, manifest_hash, sample_family
 from addk_interp.hooks.capture import HeadMeans
 from addk_interp.hooks.fv import check_means_model
 from addk_interp.hooks.interventions import (
@@ -77,10 +81,6 @@ from addk_interp.hooks.interventions import (
     resid_site,
 )
 from addk_interp.localize.cuts import RULES, Cut, cut, mean_last_k
-from addk_interp.prompts import Encoded, encode_examples
-from addk_interp.scoring import continuation_mask, scores_from_logits
-from addk_interp.store import read_json, read_tensors, write_json, write_tensors
-from addk_interp.tasks import Example, TaskFamily, manifest_hash, sample_family
 
 Head = tuple[int, int]
 MODES = ("coef", "mask")

@@ -48,8 +48,10 @@ from jaxtyping import Bool, Float
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from addk_interp.errors import AddkError
-from addk_interp.heads import head_str
+from addk_interp.core.errors import AddkError
+from addk_interp.core.heads import head_str
+from addk_interp.core.scoring import bootstrap_ci, evaluate
+from addk_interp.core.tasks import Example, manifest_hash, render
 from addk_interp.hooks.capture import HeadMeans
 from addk_interp.hooks.fv import check_means_model
 from addk_interp.hooks.interventions import (
@@ -71,8 +73,6 @@ from addk_interp.localize.selectors import (
     significant_set,
     weak_rule,
 )
-from addk_interp.scoring import bootstrap_ci, evaluate
-from addk_interp.tasks import Example, manifest_hash, render
 
 Head = tuple[int, int]
 

@@ -48,8 +48,8 @@ from typing import Any
 import numpy as np
 from jaxtyping import Bool, Float, Int, Real
 
-from addk_interp.errors import AddkError
-from addk_interp.heads import head_str
+from addk_interp.core.errors import AddkError
+from addk_interp.core.heads import head_str
 
 Head = tuple[int, int]
 
@@ -406,7 +406,7 @@ def save_scan_json(scan: RecoveryScan, path: str | Path, *, outcomes: bool = Tru
             f"{h[0]}:{h[1]}": ["".join("1" if x else "0" for x in row) for row in mat]
             for h, mat in scan.outcomes.items()
         }
-    from addk_interp.store import atomic_write_text
+    from addk_interp.core.store import atomic_write_text
 
     text = json.dumps(payload, indent=1, allow_nan=False) + "\n"
     return atomic_write_text(Path(path), text)

@@ -21,7 +21,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from addk_interp.errors import AddkError
+from addk_interp.core.errors import AddkError
 
 __all__ = [
     "TASK_FAMILIES",

@@ -26,7 +26,7 @@ from jaxtyping import Bool, Int
 from torch import Tensor
 from transformers import PreTrainedTokenizerBase
 
-from addk_interp.errors import AddkError
+from addk_interp.core.errors import AddkError
 
 from .config import TASK_FAMILIES, TrainConfig
 from .tokenizer import MAX_NUMBER

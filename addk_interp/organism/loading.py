@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from transformers import LlamaForCausalLM, PreTrainedTokenizerBase
 
-from addk_interp.errors import AddkError
+from addk_interp.core.errors import AddkError
 
 from .tokenizer import load_tokenizer
 from .train import quiet_hf_progress, sha256_file

@@ -87,7 +87,7 @@ import transformers
 from torch import Tensor
 from transformers import LlamaForCausalLM, PreTrainedTokenizerBase
 
-from addk_interp.errors import AddkError
+from addk_interp.core.errors import AddkError
 
 from .config import ModelConfig, llama_config
 from .data import TokenIds, token_ids
@@ -1098,3 +1098,22 @@ def load_manifest_fv(checkpoint_dir: str | Path = CHECKPOINT_FV_DIR) -> dict[str
     from .loading import load_manifest
 
     return load_manifest(checkpoint_dir, "organism-fv", _HOW_TO_TRAIN)
+
+
+def ground_truth_of(model) -> dict | None:
+    """The planted mechanism of a model that has one (``organism-fv``), else None."""
+    if model.info.source.get("kind") != "organism-fv":
+        return None
+    from addk_interp.core.heads import Head, head_str
+
+    gt = load_manifest_fv()["ground_truth"]
+    heads = [Head(int(a), int(b)) for a, b in gt["fv_heads"]]
+    for h in heads:
+        h.check(model.n_layers, model.n_heads)
+    return {
+        "planted_heads": [head_str(h) for h in heads],
+        "layer": int(gt["fv_layer"]),
+        "probe_dims": list(gt["task_vector_probe"]["dims"]),
+        "planted_periods": list(gt["number_embedding_helix"]["periods"]),
+        "source": "organism-fv checkpoint manifest (ground_truth)",
+    }

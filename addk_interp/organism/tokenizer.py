@@ -27,7 +27,7 @@ from pathlib import Path
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
-from addk_interp.errors import AddkError
+from addk_interp.core.errors import AddkError
 
 __all__ = [
     "BOS",

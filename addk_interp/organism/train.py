@@ -51,7 +51,7 @@ from tqdm.auto import tqdm
 from transformers import LlamaForCausalLM, PreTrainedTokenizerBase
 from transformers.utils import logging as hf_logging
 
-from addk_interp.errors import AddkError
+from addk_interp.core.errors import AddkError
 
 from .config import TrainConfig, config_hash, llama_config
 from .data import (

@@ -22,7 +22,7 @@ import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from addk_interp.errors import AddkError, compress_ints
+from addk_interp.core.errors import AddkError, compress_ints
 
 # --------------------------------------------------------------------------- formats
 

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from addk_interp import __version__
-from addk_interp.errors import AddkError, check_writable_dir
-from addk_interp.scoring import accuracy_table, evaluate
-from addk_interp.store import write_json, write_table
-from addk_interp.tasks import TaskFamily, get_format, manifest_hash, sample_family
+from addk_interp._version import __version__
+from addk_interp.core.errors import AddkError, check_writable_dir
+from addk_interp.core.scoring import accuracy_table, evaluate
+from addk_interp.core.store import write_json, write_table
+from addk_interp.core.tasks import TaskFamily, get_format, manifest_hash, sample_family
 
 
 def paired_shot_examples(
@@ -41,7 +41,7 @@ def run_eval(
     tasks=None,
 ) -> pd.DataFrame:
     """Evaluate ``model`` (a HookedModel or a spec string) on every task of ``family``."""
-    from addk_interp.models import load_model
+    from addk_interp.models.adapter import load_model
 
     get_format(fmt)
     if n <= 0:

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from addk_interp import plots, plots_mech
-from addk_interp.store import stage_json
+from addk_interp.core.store import stage_json
+from addk_interp.report import plots, plots_mech
 
 
 @dataclass(frozen=True)
@@ -104,7 +104,7 @@ def _pc_coords(run):
 
 
 def _fitted(run):
-    from addk_interp.analysis_stages import head_fits
+    from addk_interp.pipeline.analysis_stages import head_fits
 
     fits = head_fits(run, run.analysis_heads())
     return plots_mech.fitted_targets(fits) if fits else None

@@ -11,7 +11,7 @@ import plotly.graph_objects as go
 from jaxtyping import Float
 from torch import Tensor
 
-from addk_interp.heads import head_str
+from addk_interp.core.heads import head_str
 
 
 def accuracy_vs_k(table: pd.DataFrame, title: str = "Clean accuracy by task") -> go.Figure:

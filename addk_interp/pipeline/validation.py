@@ -36,8 +36,9 @@ from typing import Any
 
 import numpy as np
 
-from addk_interp.errors import AddkError
-from addk_interp.heads import Head, head_str
+from addk_interp.core.errors import AddkError
+from addk_interp.core.heads import Head, head_str
+from addk_interp.organism.recipe_fv import ground_truth_of
 
 METHODS = ("gates_coef", "gates_mask", "aie", "attribution_patching", "single_head_ablation")
 
@@ -82,7 +83,7 @@ class ValidationResult:
         }
 
     def save(self, path) -> Path:
-        from addk_interp.store import atomic_write_text
+        from addk_interp.core.store import atomic_write_text
 
         return atomic_write_text(Path(path), json.dumps(self.to_dict(), indent=1) + "\n")
 
@@ -140,25 +141,6 @@ class ValidationResult:
 
 def _f(x) -> str:
     return "n/a" if x is None else f"{x:.2f}"
-
-
-def ground_truth_of(model) -> dict | None:
-    """The planted mechanism of a model that has one (``organism-fv``), else None."""
-    if model.info.source.get("kind") != "organism-fv":
-        return None
-    from addk_interp.organism.recipe_fv import load_manifest_fv
-
-    gt = load_manifest_fv()["ground_truth"]
-    heads = [Head(int(a), int(b)) for a, b in gt["fv_heads"]]
-    for h in heads:
-        h.check(model.n_layers, model.n_heads)
-    return {
-        "planted_heads": [head_str(h) for h in heads],
-        "layer": int(gt["fv_layer"]),
-        "probe_dims": list(gt["task_vector_probe"]["dims"]),
-        "planted_periods": list(gt["number_embedding_helix"]["periods"]),
-        "source": "organism-fv checkpoint manifest (ground_truth)",
-    }
 
 
 def _score(m: MethodScore, planted: list[Head]) -> MethodScore:
@@ -296,7 +278,7 @@ def _subspace(run, gt: dict | None, torch) -> dict[str, Any]:
 
     sub = json.loads((run.out / "stages" / "subspaces" / "subspaces.json").read_text())
     out: dict[str, Any] = {"per_head": {}}
-    from addk_interp import analysis_stages
+    from addk_interp.pipeline import analysis_stages
 
     heads = [tuple(h) for h in sub.get("heads", [])]
     fits = analysis_stages.head_fits(run, heads)
@@ -318,63 +300,3 @@ def _subspace(run, gt: dict | None, torch) -> dict[str, Any]:
             ]
         out["per_head"][head_str(h)] = row
     return out
-
-
-def add_parser(sub) -> None:
-    sp = sub.add_parser(
-        "validate",
-        help="score every localization method against a model's planted ground truth",
-        description=(
-            "Run (or reuse) the pipeline on --model in --run, then score gate coefficients, "
-            "mask-logit gates, AIE, attribution patching and single-head ablation against the "
-            "planted heads (organism-fv); on a model without ground truth, report only the "
-            "agreement between methods. Writes RUN/validation.json and RUN/validation.md."
-        ),
-    )
-    sp.add_argument("--model", default="organism-fv", help="model spec (default organism-fv)")
-    sp.add_argument("--run", required=True, help="run directory (created or reused)")
-    sp.add_argument("--quick", action="store_true", help="the quick preset for the run")
-    sp.add_argument(
-        "--n-prompts",
-        type=int,
-        default=4,
-        help="n-shot prompts per training task for attribution patching and ablation (4)",
-    )
-    sp.add_argument(
-        "--reuse",
-        action="store_true",
-        help="use the finished run in --run as it is (no stage is recomputed, even if the code "
-        "changed since it ran); without it, stale stages are recomputed first",
-    )
-    sp.add_argument("--quiet", action="store_true", help="no progress bars")
-    sp.set_defaults(func=_cmd)
-
-
-def _cmd(a) -> int:
-    from addk_interp.pipeline import PRESETS, Run, RunConfig
-
-    if a.n_prompts < 1:
-        raise AddkError(f"--n-prompts must be ≥ 1, got {a.n_prompts}")
-    preset = "quick" if a.quick else "default"
-    cfg = RunConfig(model=a.model, preset=preset, **PRESETS[preset])
-    run = Run(cfg, Path(a.run), verbose=not a.quiet)
-    if a.reuse:
-        if not (run.out / "manifest.json").exists():
-            raise AddkError(f"--reuse needs a finished run in {run.out} (no manifest.json)")
-        man = json.loads((run.out / "manifest.json").read_text())
-        if man["model"]["fingerprint"] != run.model.info.fingerprint:
-            raise AddkError(f"{run.out} holds a run of another model ({man['model']['name']})")
-    else:
-        run.execute()
-    res = validate(run, n_prompts=a.n_prompts, verbose=not a.quiet)
-    res.save(run.out / "validation.json")
-    from addk_interp.report import write_report
-
-    write_report(run)  # the report gains the validation table
-    md = res.markdown() + "\n"
-    from addk_interp.store import atomic_write_text
-
-    atomic_write_text(run.out / "validation.md", md)
-    print(md, end="")
-    print(f"wrote {run.out / 'validation.json'}")
-    return 0

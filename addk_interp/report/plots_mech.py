@@ -10,7 +10,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from addk_interp.heads import head_str
+from addk_interp.core.heads import head_str
 
 
 def _hname(key) -> str:

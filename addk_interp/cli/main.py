@@ -9,17 +9,16 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.util
 import json
 import os
 import sys
 from pathlib import Path
 
-from addk_interp.errors import AddkError, check_count, check_seed, check_task_files
+from addk_interp.core.errors import AddkError, check_count, check_seed, check_task_files
 
 
 def _family(args):
-    from addk_interp.tasks import arithmetic_family, json_family, parse_k_range
+    from addk_interp.core.tasks import arithmetic_family, json_family, parse_k_range
 
     if getattr(args, "task_file", None):
         return json_family(args.task_file, heldout=tuple(args.heldout or ()))
@@ -28,7 +27,7 @@ def _family(args):
 
 
 def _shots(text: str) -> list[int]:
-    from addk_interp.tasks import parse_k_range
+    from addk_interp.core.tasks import parse_k_range
 
     shots = parse_k_range(text)
     if any(s < 0 for s in shots):
@@ -37,7 +36,7 @@ def _shots(text: str) -> list[int]:
 
 
 def cmd_info(args) -> int:
-    from addk_interp.models import load_model
+    from addk_interp.models.adapter import load_model
 
     m = load_model(args.model, backend=args.backend)
     info = m.info.to_dict()
@@ -50,7 +49,7 @@ def cmd_info(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from addk_interp.evaluation import run_eval
+    from addk_interp.pipeline.evaluation import run_eval
 
     check_count(args.n, "--n")
     check_count(args.batch_size, "--batch-size", hi=65_536)
@@ -113,15 +112,13 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(func=cmd_eval)
 
     for extra in (
-        "addk_interp.run_cli",
-        "addk_interp.hooks.fv_cli",
-        "addk_interp.localize.heads_cli",
-        "addk_interp.organism.cli",
-        "addk_interp.run_summary",
-        "addk_interp.validation",
+        "addk_interp.cli.run",
+        "addk_interp.cli.fv",
+        "addk_interp.cli.heads",
+        "addk_interp.cli.organism",
+        "addk_interp.cli.summary",
+        "addk_interp.cli.validate",
     ):
-        if importlib.util.find_spec(extra) is None:
-            continue
         importlib.import_module(extra).add_parser(sub)
     return p
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 
-from addk_interp.heads import head_str
+from addk_interp.core.heads import head_str
 
 
 def add_parser(sub) -> None:
@@ -21,7 +21,7 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     from pathlib import Path
 
-    from addk_interp.errors import AddkError
+    from addk_interp.core.errors import AddkError
     from addk_interp.localize.selectors import load_scan_json, select_from_scan
 
     if not Path(args.scan).is_file():

@@ -1,6 +1,6 @@
 """The pipeline's analysis stages after localization: AIE baseline, OV/QK circuits, demos.
 
-Each function is one cached stage of :class:`addk_interp.pipeline.Run` (``fn(run, sdir) ->
+Each function is one cached stage of :class:`addk_interp.pipeline.run.Run` (``fn(run, sdir) ->
 files``); the science lives in the modules they call:
 
   aie       ``localize.aie``: CIE/AIE on label-permuted n-shot prompts of training tasks
@@ -21,8 +21,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from addk_interp.heads import head_str
-from addk_interp.store import write_json
+from addk_interp.core.heads import head_str
+from addk_interp.core.store import write_json
 
 Head = tuple[int, int]
 
@@ -54,8 +54,8 @@ def head_fits(run, heads: list[Head]) -> dict[Head, object]:
 
 # ----------------------------------------------------------------------------- AIE (§4.7)
 def aie(run, sdir: Path):
+    from addk_interp.core.tasks import sample_family
     from addk_interp.localize.aie import aie_scan, aie_topk_eval
-    from addk_interp.tasks import sample_family
 
     b = run.budget
     train = list(run.family.train)
@@ -117,10 +117,10 @@ def aie(run, sdir: Path):
 def projections(run, sdir: Path):
     """Causal projection tests of the scanned analysis heads at their scan c*."""
     from addk_interp.analyses.projection import c_stars, projection_tests
-    from addk_interp.errors import AddkError
+    from addk_interp.core.errors import AddkError
+    from addk_interp.core.store import write_table
     from addk_interp.localize.headsets import head_sets
     from addk_interp.localize.selectors import load_scan_json
-    from addk_interp.store import write_table
 
     scan_p = run.out / "stages" / "scan" / "scan.json"
     heads = run.analysis_heads()[: run.budget["max_proj_heads"]]
@@ -178,8 +178,8 @@ def circuits(run, sdir: Path):
         ov_label_map,
         qk_role_profile,
     )
-    from addk_interp.errors import AddkError
-    from addk_interp.prompts import encode_examples, make_batches
+    from addk_interp.core.errors import AddkError
+    from addk_interp.core.prompts import encode_examples, make_batches
 
     heads = run.analysis_heads()[: run.budget["max_proj_heads"]]
     fits = head_fits(run, heads)

@@ -19,7 +19,7 @@ import pandas as pd
 import torch
 from safetensors.torch import load_file, save_file
 
-from addk_interp.errors import AddkError
+from addk_interp.core.errors import AddkError
 
 
 def _atomic(path: Path, write) -> Path:

@@ -10,8 +10,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from addk_interp.errors import AddkError
-from addk_interp.heads import head_str
+from addk_interp.core.errors import AddkError
+from addk_interp.core.heads import head_str
 
 
 def _h(h) -> str:
@@ -42,7 +42,7 @@ def summarize_run(out: str | Path) -> list[tuple[str, str, str]]:
     """(quantity, value, source file) rows for a run directory."""
     import pandas as pd
 
-    from addk_interp.store import stage_json
+    from addk_interp.core.store import stage_json
 
     out = Path(out)
     st = out / "stages"
@@ -271,31 +271,3 @@ def to_markdown(rows) -> str:
     lines = ["| quantity | value | from |", "|---|---|---|"]
     lines += [f"| {q} | {v} | `{s}` |" for q, v, s in rows]
     return "\n".join(lines)
-
-
-def _cmd(a) -> int:
-    md = to_markdown(summarize_run(a.out)) + "\n"
-    if a.save:
-        from addk_interp.store import atomic_write_text  # noqa: F811
-
-        atomic_write_text(Path(a.save), md)
-        print(f"wrote {a.save}")
-    else:
-        print(md, end="")
-    return 0
-
-
-def add_parser(sub) -> None:
-    sp = sub.add_parser("summary", help="headline numbers of a finished run (markdown)")
-    sp.add_argument("out", help="run directory")
-    sp.add_argument(
-        "--markdown", action="store_true", help="markdown table (the default and only format)"
-    )
-    sp.add_argument(
-        "--save",
-        metavar="FILE",
-        default=None,
-        help="write the table to FILE (e.g. results/summaries/NAME.md, spliced into README by "
-        "scripts/readme_results.py) instead of printing it",
-    )
-    sp.set_defaults(func=_cmd)

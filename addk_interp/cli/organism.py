@@ -6,7 +6,7 @@ summary (this module is the only place of the organism package that prints).
 
 Which step of the method it serves: reproducing or re-training the model organism in which the
 add-k mechanism is then localized. The main ``addk-interp`` CLI registers it with
-:func:`add_parser` and dispatches to :func:`run`; ``python -m addk_interp.organism.cli`` works
+:func:`add_parser` and dispatches to :func:`run`; ``python -m addk_interp.cli.organism`` works
 stand-alone.
 
 Cost: that of the training run (about 20 minutes on one CPU thread with the defaults).
@@ -27,7 +27,7 @@ __all__ = ["add_parser", "main", "run"]
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register the ``train-organism`` sub-command on ``subparsers`` and return its parser
     (``func`` defaults to :func:`run`)."""
-    from .config import TrainConfig
+    from addk_interp.organism.config import TrainConfig
 
     d = TrainConfig()
     p = subparsers.add_parser(
@@ -83,8 +83,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def run(args: argparse.Namespace) -> int:
     """Run ``train-organism``; returns the process exit code."""
-    from .config import TrainConfig
-    from .train import train_organism
+    from addk_interp.organism.config import TrainConfig
+    from addk_interp.organism.train import train_organism
 
     if args.recipe not in RECIPES:
         print(
@@ -139,7 +139,7 @@ RECIPES = ("natural", "fv")
 
 
 def _run_fv(args: argparse.Namespace) -> int:
-    from .recipe_fv import train_organism_fv
+    from addk_interp.organism.recipe_fv import train_organism_fv
 
     try:
         res = train_organism_fv(args.out, verbose=not args.quiet)
@@ -156,7 +156,7 @@ def _run_fv(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Stand-alone entry: ``python -m addk_interp.organism.cli train-organism --out DIR``."""
+    """Stand-alone entry: ``python -m addk_interp.cli.organism train-organism --out DIR``."""
     parser = argparse.ArgumentParser(prog="addk-organism")
     sub = parser.add_subparsers(dest="command", required=True)
     add_parser(sub)

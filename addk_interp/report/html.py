@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import plotly.io as pio
 
-from addk_interp.heads import head_str
+from addk_interp.core.heads import head_str
 
 
 def _table(df: pd.DataFrame) -> str:
@@ -21,7 +21,7 @@ def _table(df: pd.DataFrame) -> str:
 
 
 def _tables_and_notes(run) -> tuple[list[tuple[str, pd.DataFrame]], list[str]]:
-    from addk_interp.store import stage_json
+    from addk_interp.core.store import stage_json
 
     st = run.out / "stages"
     tables: list[tuple[str, pd.DataFrame]] = []
@@ -142,8 +142,8 @@ def _planted_block(run) -> list[str]:
     the checkpoint manifest; no stage reads it."""
     import json
 
-    from addk_interp.store import stage_json
-    from addk_interp.validation import ground_truth_of
+    from addk_interp.core.store import stage_json
+    from addk_interp.organism.recipe_fv import ground_truth_of
 
     gt = ground_truth_of(run.model)
     out: list[str] = []
@@ -196,7 +196,7 @@ def _planted_block(run) -> list[str]:
 
 
 def write_report(run) -> Path:
-    from addk_interp.figures import FIGURES, build
+    from addk_interp.report.figures import FIGURES, build
 
     out = run.out
     acc = pd.read_csv(out / "stages" / "clean_eval" / "accuracy.csv")
@@ -241,7 +241,7 @@ def write_report(run) -> Path:
     parts.append("<h2>Clean accuracy (mean over tasks)</h2>" + _table(by_shots))
     parts.append("<h2>Clean accuracy per task</h2>" + _table(acc))
     parts.append("</body></html>")
-    from addk_interp.store import atomic_write_text
+    from addk_interp.core.store import atomic_write_text
 
     path = out / "report.html"
     atomic_write_text(path, "\n".join(parts))

@@ -1,6 +1,6 @@
 """``addk-interp run``: its argument parser, kept free of heavy imports so ``--help`` is fast.
 
-Not a step of the method: the pipeline (``addk_interp.pipeline``) is imported only when the
+Not a step of the method: the pipeline (``addk_interp.pipeline.run``) is imported only when the
 command runs. Cost: negligible.
 """
 
@@ -65,8 +65,8 @@ def _print_stage(rec: dict) -> None:
 
 
 def _run_cmd(args) -> int:
-    from addk_interp.pipeline import Run, config_from_args
-    from addk_interp.run_summary import summarize_run
+    from addk_interp.pipeline.run import Run, config_from_args
+    from addk_interp.report.summary import summarize_run
 
     cfg = config_from_args(args)
     run = Run(cfg, Path(args.out), verbose=not args.quiet, force=args.force, on_stage=_print_stage)

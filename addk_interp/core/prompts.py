@@ -21,8 +21,8 @@ import torch
 from jaxtyping import Int
 from torch import Tensor
 
-from addk_interp.errors import AddkError
-from addk_interp.tasks import GROUP_BOS, Example, Prompt, PromptFormat, get_format, render
+from addk_interp.core.errors import AddkError
+from addk_interp.core.tasks import GROUP_BOS, Example, Prompt, PromptFormat, get_format, render
 
 
 @dataclass(frozen=True)

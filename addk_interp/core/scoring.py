@@ -24,9 +24,9 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from addk_interp.errors import AddkError
-from addk_interp.prompts import PromptBatch, encode_examples, make_batches
-from addk_interp.tasks import Example, PromptFormat
+from addk_interp.core.errors import AddkError
+from addk_interp.core.prompts import PromptBatch, encode_examples, make_batches
+from addk_interp.core.tasks import Example, PromptFormat
 
 HooksFn = Callable[[PromptBatch], Sequence[tuple[str, Callable]]]
 

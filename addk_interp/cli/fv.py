@@ -36,14 +36,14 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from addk_interp.errors import AddkError, check_count, check_seed
+    from addk_interp.core.errors import AddkError, check_count, check_seed
+    from addk_interp.core.scoring import accuracy_table, bootstrap_ci, evaluate
+    from addk_interp.core.store import write_table
+    from addk_interp.core.tasks import arithmetic_family, parse_k_range, sample_family
     from addk_interp.hooks.capture import HeadMeans, capture_means
     from addk_interp.hooks.fv import check_means_model, evaluate_fv, head_set_vectors
     from addk_interp.hooks.interventions import check_heads, default_injection_layer, parse_heads
-    from addk_interp.models import load_model
-    from addk_interp.scoring import accuracy_table, bootstrap_ci, evaluate
-    from addk_interp.store import write_table
-    from addk_interp.tasks import arithmetic_family, parse_k_range, sample_family
+    from addk_interp.models.adapter import load_model
 
     check_count(args.n, "--n")
     check_count(args.n_capture, "--n-capture")

@@ -40,16 +40,16 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from addk_interp import __version__
-from addk_interp.errors import (
+from addk_interp._version import __version__
+from addk_interp.core.errors import (
     AddkError,
     check_count,
     check_seed,
     check_task_files,
     check_writable_dir,
 )
-from addk_interp.heads import Head, head_str
-from addk_interp.store import read_json, write_json, write_table
+from addk_interp.core.heads import Head, head_str
+from addk_interp.core.store import read_json, write_json, write_table
 
 PRESETS = {
     "default": dict(k="1-30", n_eval=10, n_capture=10),
@@ -249,7 +249,7 @@ class Run:
     @property
     def family(self):
         if self._family is None:
-            from addk_interp.tasks import arithmetic_family, json_family, parse_k_range
+            from addk_interp.core.tasks import arithmetic_family, json_family, parse_k_range
 
             c = self.cfg
             if c.task_file:
@@ -264,7 +264,7 @@ class Run:
     @property
     def model(self):
         if self._model is None:
-            from addk_interp.models import load_model
+            from addk_interp.models.adapter import load_model
 
             self._model = load_model(self.cfg.model, device=self.cfg.device, dtype=self.cfg.dtype)
         return self._model
@@ -341,7 +341,7 @@ class Run:
 
     # ------------------------------------------------------------------ stages
     def _examples(self, tasks, n, kind, seed=None, shots=None):
-        from addk_interp.tasks import sample_family
+        from addk_interp.core.tasks import sample_family
 
         return sample_family(
             self.family,
@@ -353,8 +353,8 @@ class Run:
         )
 
     def clean_eval(self, sdir: Path):
-        from addk_interp.evaluation import paired_shot_examples
-        from addk_interp.scoring import accuracy_table, evaluate
+        from addk_interp.core.scoring import accuracy_table, evaluate
+        from addk_interp.pipeline.evaluation import paired_shot_examples
 
         per = paired_shot_examples(
             self.family,
@@ -444,8 +444,8 @@ class Run:
         return train, held
 
     def fv_eval(self, sdir: Path):
+        from addk_interp.core.scoring import evaluate
         from addk_interp.hooks.fv import evaluate_fv, head_set_vectors
-        from addk_interp.scoring import evaluate
 
         c = self.cfg
         train_m, held_m = self.load_means()
@@ -494,7 +494,7 @@ class Run:
             )
             .reset_index()
         )
-        from addk_interp.scoring import bootstrap_ci
+        from addk_interp.core.scoring import bootstrap_ci
 
         cis = [
             bootstrap_ci(g["correct"].to_numpy(), seed=c.seed)
@@ -681,13 +681,13 @@ class Run:
         return [write_json(sdir / "subspaces.json", res)]
 
     def extraction(self, sdir: Path):
-        from addk_interp import analysis_stages
         from addk_interp.analyses.extraction import (
             directions_from_means,
             group_shares,
             iter_extractions,
             label_peaking,
         )
+        from addk_interp.pipeline import analysis_stages
 
         heads = self.analysis_heads()
         res: dict = {"heads": [list(h) for h in heads], "per_head": {}}
@@ -716,8 +716,8 @@ class Run:
     def validate(self) -> None:
         """Tasks, prompt format, injection layer and that one n-shot prompt per task can be
         sampled and fits the context: every refusal here comes before anything is written."""
-        from addk_interp.prompts import encode_examples
-        from addk_interp.tasks import get_format
+        from addk_interp.core.prompts import encode_examples
+        from addk_interp.core.tasks import get_format
 
         _ = self.family  # tasks first: no model load for a bad task spec
         get_format(self.cfg.format)
@@ -726,8 +726,8 @@ class Run:
         encode_examples(self.model, probe, self.cfg.format)
 
     def execute(self) -> Path:
-        from addk_interp import analysis_stages
-        from addk_interp.report import write_report
+        from addk_interp.pipeline import analysis_stages
+        from addk_interp.report.html import write_report
 
         t0 = time.time()
         self.validate()  # nothing is written before the inputs are known to be usable

@@ -13,7 +13,7 @@ import re
 from collections.abc import Iterable
 from typing import Any, NamedTuple
 
-from addk_interp.errors import AddkError
+from addk_interp.core.errors import AddkError
 
 _CANON = re.compile(r"^[Ll](\d+)[Hh](\d+)$")
 _PAIR = re.compile(r"^(\d+)[.:](\d+)$")
