@@ -24,7 +24,7 @@ from addk_interp.core.prompts import encode_examples, make_batches
 from addk_interp.core.scoring import greedy_decode
 from addk_interp.core.tasks import arithmetic_family, sample_family
 from addk_interp.hooks import interventions as iv
-from addk_interp.localize.gates import InjectionRunner
+from addk_interp.hooks.runners import InjectionRunner
 
 BRIDGED = [
     "tiny-llama",

@@ -12,6 +12,7 @@ from addk_interp.core.errors import AddkError
 from addk_interp.core.tasks import TaskFamily, arithmetic_family, sample_family
 from addk_interp.hooks.capture import capture_means
 from addk_interp.hooks.interventions import gate_heads, inject
+from addk_interp.hooks.runners import InjectionRunner
 from addk_interp.localize import gates as G
 
 TRAIN = ("add1", "add3", "add4", "add5")
@@ -73,7 +74,7 @@ def test_upper_layer_forward_equals_full_hooked_forward(spec):
     fam = _family()
     ex = G.gate_training_examples(fam, _cfg(n_items=24))
     layer = 1
-    runner = G.InjectionRunner(model, ex, layer=layer, path="upper")
+    runner = InjectionRunner(model, ex, layer=layer, path="upper")
     assert runner.path == "upper" and runner.check["max_abs_diff"] <= 1e-5
     torch.manual_seed(0)
     vec = torch.randn(len(ex), model.info.d_model) * 2
@@ -96,7 +97,7 @@ def test_upper_layer_forward_equals_full_hooked_forward(spec):
 def test_progressive_scoring_equals_full_scoring():
     model = tiny("tiny-llama-gqa")
     ex = G.gate_training_examples(_family(), _cfg(n_items=24))
-    runner = G.InjectionRunner(model, ex, layer=1)
+    runner = InjectionRunner(model, ex, layer=1)
     n_vocab = model.info.d_vocab
     with torch.no_grad():
         for g in runner.groups:  # answers := the model's own greedy tokens, half then broken
@@ -154,7 +155,7 @@ def test_determinism_same_seed_bitwise():
     a, b = _cached_fit(), _fit()
     assert torch.equal(a.coefficients, b.coefficients) and torch.equal(a.init, b.init)
     assert a.history == b.history and a.steps == b.steps
-    other = G._init_param(_cfg(seed=8), (3, 4))
+    other = G.init_param(_cfg(seed=8), (3, 4))
     assert not torch.equal(a.init, other)
     assert torch.equal(a.init, torch.rand(3, 4, generator=torch.Generator().manual_seed(7)))
 

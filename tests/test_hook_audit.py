@@ -123,7 +123,7 @@ def test_reading_each_hook_equals_the_hf_tensor(spec):
     assert rel_err(a["ln1"], hf["ln1"]) <= RTOL
     # the final norm's output (what logits_at unembeds) equals HF's
     captured = {}
-    h = model._final_norm().register_forward_hook(lambda m, i, o: captured.__setitem__("x", o))
+    h = model.final_norm().register_forward_hook(lambda m, i, o: captured.__setitem__("x", o))
     try:
         with torch.no_grad():
             model.model(toks)

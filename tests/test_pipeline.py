@@ -11,6 +11,7 @@ from addk_interp.core.errors import AddkError
 from addk_interp.core.tasks import arithmetic_family, sample_family
 from addk_interp.hooks.capture import HeadMeans, capture_means
 from addk_interp.hooks.fv import check_means_model, function_vector
+from addk_interp.pipeline.stages import STAGE_NAMES
 
 
 def test_run_quick_caches_and_refuses(tmp_path, capsys):
@@ -31,21 +32,8 @@ def test_run_quick_caches_and_refuses(tmp_path, capsys):
     assert main(argv) == 0
     man = json.loads((out / "manifest.json").read_text())
     names = [s["name"] for s in man["stages"]]
-    assert names == [
-        "clean_eval",
-        "capture",
-        "fv_eval",
-        "localize",
-        "scan",
-        "headsets",
-        "subspaces",
-        "projections",
-        "extraction",
-        "circuits",
-        "demos",
-        "aie",
-        "report",
-    ]
+    # the order is the registry's (pipeline.stages.STAGES), then the report
+    assert names == [*STAGE_NAMES, "report"]
     assert all(
         s["status"] == "done" and "wall_s" in s and "peak_rss_mb" in s for s in man["stages"]
     )

@@ -720,7 +720,7 @@ from pathlib import Path
 import torch
 
 torch.set_num_threads(1)
-from addk_interp.localize import gates
+from addk_interp.localize.gates import training as gates
 from addk_interp.pipeline.run import Run, RunConfig
 
 out, marker, cfg = Path(sys.argv[1]), Path(sys.argv[2]), json.loads(sys.argv[3])

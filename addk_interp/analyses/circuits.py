@@ -49,6 +49,7 @@ from addk_interp.analyses.extraction import (
     label_slots,
 )
 from addk_interp.core.errors import AddkError
+from addk_interp.core.heads import HeadLike as Head  # the one head type: Head or (l, h)
 from addk_interp.core.prompts import PromptBatch
 
 __all__ = [
@@ -71,7 +72,6 @@ __all__ = [
     "qk_role_profile",
 ]
 
-Head = tuple[int, int]
 MASKED = -1e30
 
 

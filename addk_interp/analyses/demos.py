@@ -63,6 +63,7 @@ from addk_interp.analyses.extraction import (
     label_slots,
 )
 from addk_interp.core.errors import AddkError
+from addk_interp.core.heads import HeadLike as Head  # the one head type: Head or (l, h)
 from addk_interp.core.scoring import bootstrap_ci, evaluate
 from addk_interp.core.tasks import Example, PromptFormat
 
@@ -79,7 +80,6 @@ __all__ = [
     "self_correction",
 ]
 
-Head = tuple[int, int]
 NUMERIC_MSG = "offset analysis needs numeric labels"
 N_BOOT = 2000
 

@@ -52,6 +52,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from addk_interp.core.errors import AddkError
+from addk_interp.core.heads import HeadLike as Head  # the one head type: Head or (l, h)
 from addk_interp.core.prompts import PromptBatch, encode_examples, make_batches
 from addk_interp.core.scoring import bootstrap_ci
 from addk_interp.core.tasks import GROUP_BOS, Example, PromptFormat
@@ -82,7 +83,6 @@ __all__ = [
     "value_hook_index",
 ]
 
-Head = tuple[int, int]
 
 DEGENERATE_EPS = 1e-10
 LOW_ALIGNMENT = 0.05

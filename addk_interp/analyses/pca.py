@@ -36,6 +36,7 @@ import torch
 from jaxtyping import Float, Float64, Int, Real
 
 from addk_interp.core.errors import AddkError
+from addk_interp.core.heads import HeadLike as Head  # the one head type: Head or (l, h)
 
 __all__ = [
     "DEFAULT_THRESHOLD",
@@ -59,7 +60,6 @@ ArrayLike = np.ndarray | torch.Tensor | Sequence[Any]
 themselves, raising ValueError with a message that names the problem; the jaxtyping annotation
 next to it in each signature gives the expected shape."""
 
-Head = tuple[int, int]
 
 
 # -- small shared helpers (also used by periodic.py) ------------------------------------------
@@ -82,14 +82,14 @@ def as_float64(x: ArrayLike, *, what: str = "input") -> Float64[np.ndarray, "...
         raise AddkError(f"{what} is not convertible to a float array: {exc}") from exc
 
 
-def _frozen(a: np.ndarray) -> np.ndarray:
+def frozen(a: np.ndarray) -> np.ndarray:
     """Make an array read-only so the frozen dataclasses really are immutable."""
     a = np.ascontiguousarray(a)
     a.setflags(write=False)
     return a
 
 
-def _restore_kind(
+def restore_kind(
     out: Float[np.ndarray, "*shape"], like: ArrayLike
 ) -> Float[np.ndarray, "*shape"] | Float[torch.Tensor, "*shape"]:
     """Return ``out`` as the same kind of array as ``like`` (torch keeps dtype and device)."""
@@ -99,7 +99,7 @@ def _restore_kind(
     return out
 
 
-def _json_number(x: float) -> int | float:
+def json_number(x: float) -> int | float:
     x = float(x)
     return int(x) if x.is_integer() else x
 
@@ -115,7 +115,7 @@ def _ks_float64(ks: ArrayLike, n_task: int, *, where: str) -> Float64[np.ndarray
         raise AddkError(f"{where}: ks contains NaN or inf")
     uniq, counts = np.unique(k, return_counts=True)
     if np.any(counts > 1):
-        dup = [_json_number(v) for v in uniq[counts > 1]]
+        dup = [json_number(v) for v in uniq[counts > 1]]
         raise AddkError(f"{where}: duplicate task parameter values k={dup}; one row per k")
     return k
 
@@ -200,7 +200,7 @@ class HeadPCA:
             out = self.mean + ((x - self.mean) @ p) @ p.T
         else:
             out = (x @ p) @ p.T
-        return _restore_kind(out, v)
+        return restore_kind(out, v)
 
     def _check_k(self, k: int | None) -> int:
         if k is None:
@@ -215,7 +215,7 @@ class HeadPCA:
         """JSON-ready dict (lists and Python scalars only)."""
         out: dict[str, Any] = {
             "head": list(self.head) if self.head is not None else None,
-            "ks": [_json_number(v) for v in self.ks],
+            "ks": [json_number(v) for v in self.ks],
             "order": [int(i) for i in self.order],
             "n_tasks": self.n_tasks,
             "d_model": self.d_model,
@@ -259,11 +259,11 @@ def fit_head_pca(
     n_task, d_model = data.shape
     k = _ks_float64(ks, n_task, where=where)
     if not np.all(np.isfinite(data)):
-        bad = sorted({_json_number(k[i]) for i in np.nonzero(~np.isfinite(data))[0]})
+        bad = sorted({json_number(k[i]) for i in np.nonzero(~np.isfinite(data))[0]})
         raise AddkError(f"{where}: NaN or inf in the mean outputs (tasks k={bad})")
     zero_rows = np.nonzero(~np.any(data != 0.0, axis=1))[0]
     if zero_rows.size:
-        bad = [_json_number(k[i]) for i in zero_rows]
+        bad = [json_number(k[i]) for i in zero_rows]
         raise AddkError(
             f"{where}: no mean output for tasks k={bad} (all-zero rows); "
             "was this head's cache filled in?"
@@ -312,14 +312,14 @@ def fit_head_pca(
     coords = centered @ components
     return HeadPCA(
         head=None if head is None else (int(head[0]), int(head[1])),
-        ks=_frozen(k_sorted),
-        order=_frozen(order.astype(np.int64)),
-        mean=_frozen(mean),
-        components=_frozen(components),
-        singular_values=_frozen(s[:n_keep].copy()),
-        explained_variance_ratio=_frozen(ratio[:n_keep].copy()),
-        cumvar=_frozen(cumvar[:n_keep].copy()),
-        coords=_frozen(coords),
+        ks=frozen(k_sorted),
+        order=frozen(order.astype(np.int64)),
+        mean=frozen(mean),
+        components=frozen(components),
+        singular_values=frozen(s[:n_keep].copy()),
+        explained_variance_ratio=frozen(ratio[:n_keep].copy()),
+        cumvar=frozen(cumvar[:n_keep].copy()),
+        coords=frozen(coords),
         threshold=float(threshold),
         pcs_to_threshold=int(pcs),
     )

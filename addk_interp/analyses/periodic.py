@@ -52,13 +52,13 @@ from addk_interp.analyses.pca import (
     ArrayLike,
     Head,
     HeadPCA,
-    _frozen,
-    _json_number,
-    _restore_kind,
     as_float64,
     fit_head_pca,
     fit_heads_pca,
+    frozen,
     head_label,
+    json_number,
+    restore_kind,
 )
 from addk_interp.core.errors import AddkError
 
@@ -140,7 +140,7 @@ class TargetSpec:
     def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,
-            "period": _json_number(self.period),
+            "period": json_number(self.period),
             "kind": self.kind,
             "phase_search": self.phase_search,
             "group": self.group,
@@ -204,7 +204,7 @@ def _check_identifiable(
 
 
 def _grid_text(ks: Float[np.ndarray, " task"]) -> str:
-    vals = [_json_number(v) for v in ks]
+    vals = [json_number(v) for v in ks]
     if len(vals) > 8:
         return f"[{', '.join(map(str, vals[:4]))}, ..., {vals[-1]}] ({len(vals)} values)"
     return str(vals)
@@ -365,13 +365,13 @@ class SubspaceFit:
         mu = self.mean if center is None else as_float64(center, what="center")
         if mu.shape != (d_model,):
             raise AddkError(f"center must have shape ({d_model},), got {tuple(mu.shape)}")
-        return _restore_kind(mu + ((x - mu) @ b) @ b.T, v)
+        return restore_kind(mu + ((x - mu) @ b) @ b.T, v)
 
     def to_dict(self, include_arrays: bool = True) -> dict[str, Any]:
         """JSON-ready dict (lists and Python scalars only)."""
         out: dict[str, Any] = {
             "head": list(self.head) if self.head is not None else None,
-            "ks": [_json_number(v) for v in self.ks],
+            "ks": [json_number(v) for v in self.ks],
             "targets": [spec.to_dict() for spec in self.targets],
             "target_names": list(self.target_names),
             "phases": [float(p) for p in self.phases],
@@ -391,6 +391,68 @@ class SubspaceFit:
             out["fitted"] = self.fitted.tolist()
             out["bases"] = {k: v.tolist() for k, v in self.bases.items()}
         return out
+
+
+_FIT_ARRAYS = (
+    "ks", "phases", "target_values", "mean", "pc_basis", "coords", "weights", "fitted", "r2",
+    "directions",
+)
+
+
+def save_fits(fits: Mapping[Any, SubspaceFit], path, provenance: Mapping[str, Any]) -> Any:
+    """Persist per-head fits (the subspaces stage's result) as one safetensors file: every array
+    at full float64, targets / column sets / head keys in its JSON metadata, ``provenance``
+    (e.g. the means' fingerprint) checked by :func:`load_fits`."""
+    import torch
+
+    from addk_interp.core.heads import head_str
+    from addk_interp.core.store import write_tensors
+
+    tensors, heads = {}, []
+    for h, f in fits.items():
+        key = head_str(h)
+        heads.append({
+            "head": key,
+            "targets": [spec.to_dict() for spec in f.targets],
+            "subspace_columns": {k: list(v) for k, v in f.subspace_columns.items()},
+            "bases": sorted(f.bases),
+            "theta_step": float(f.theta_step),
+        })
+        for name in _FIT_ARRAYS:
+            tensors[f"{key}.{name}"] = torch.from_numpy(np.array(getattr(f, name), copy=True))
+        for name, b in f.bases.items():
+            tensors[f"{key}.bases.{name}"] = torch.from_numpy(np.array(b, copy=True))
+    return write_tensors(path, tensors, {"kind": "subspace_fits", "heads": heads, **provenance})
+
+
+def load_fits(path, expect: Mapping[str, Any] | None = None) -> dict[Any, SubspaceFit]:
+    """The fits written by :func:`save_fits` ({Head: SubspaceFit}); a corrupt file or a
+    provenance mismatch is a one-line ``AddkError`` naming the file."""
+    from addk_interp.core.heads import Head
+    from addk_interp.core.store import read_tensors
+
+    tensors, meta = read_tensors(path, dict(expect or {}))
+    if meta.get("kind") != "subspace_fits":
+        raise AddkError(f"{path}: not a subspace-fits file")
+    out = {}
+    for rec in meta["heads"]:
+        key = rec["head"]
+        arr = {n: tensors[f"{key}.{n}"].numpy() for n in _FIT_ARRAYS}
+        h = Head.parse(key)
+        out[h] = SubspaceFit(
+            head=h,
+            targets=tuple(
+                TargetSpec(t["name"], t["period"], t["kind"], t["phase_search"], t["group"])
+                for t in rec["targets"]
+            ),
+            subspace_columns=MappingProxyType(
+                {k: tuple(v) for k, v in rec["subspace_columns"].items()}
+            ),
+            bases=MappingProxyType({b: tensors[f"{key}.bases.{b}"].numpy() for b in rec["bases"]}),
+            theta_step=float(rec["theta_step"]),
+            **arr,
+        )
+    return out
 
 
 def _named_columns(specs: Sequence[TargetSpec]) -> dict[str, tuple[int, ...]]:
@@ -466,22 +528,22 @@ def fit_subspace(
     bases: dict[str, np.ndarray] = {}
     for name, cols in columns.items():
         onto = full if name == "full" else _orthonormalize(directions[:, list(cols)])
-        bases[f"onto_{name}"] = _frozen(onto)
-        bases[f"out_{name}"] = _frozen(_complement_within(full, onto))
+        bases[f"onto_{name}"] = frozen(onto)
+        bases[f"out_{name}"] = frozen(_complement_within(full, onto))
 
     return SubspaceFit(
         head=pca.head,
-        ks=_frozen(ks.copy()),
+        ks=frozen(ks.copy()),
         targets=specs,
-        phases=_frozen(phases),
-        target_values=_frozen(t),
-        mean=_frozen(np.array(pca.mean)),
-        pc_basis=_frozen(p),
-        coords=_frozen(c),
-        weights=_frozen(w),
-        fitted=_frozen(fitted),
-        r2=_frozen(r2),
-        directions=_frozen(directions),
+        phases=frozen(phases),
+        target_values=frozen(t),
+        mean=frozen(np.array(pca.mean)),
+        pc_basis=frozen(p),
+        coords=frozen(c),
+        weights=frozen(w),
+        fitted=frozen(fitted),
+        r2=frozen(r2),
+        directions=frozen(directions),
         subspace_columns=MappingProxyType(columns),
         bases=MappingProxyType(bases),
         theta_step=float(theta_step),
@@ -583,13 +645,13 @@ class Periodogram:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "periods": [_json_number(p) for p in self.periods],
+            "periods": [json_number(p) for p in self.periods],
             "power": self.power.tolist(),
             "identifiable": [bool(b) for b in self.identifiable],
-            "ks": [_json_number(k) for k in self.ks],
+            "ks": [json_number(k) for k in self.ks],
             "total_variance": float(self.total_variance),
-            "top_periods": [_json_number(p) for p in self.top_periods],
-            "peak_periods": [_json_number(p) for p in self.peak_periods],
+            "top_periods": [json_number(p) for p in self.top_periods],
+            "peak_periods": [json_number(p) for p in self.peak_periods],
         }
 
 
@@ -642,10 +704,10 @@ def periodogram(
         ident[i] = True
         power[i] = float(np.sum((q.T @ yc) ** 2)) / total
     return Periodogram(
-        periods=_frozen(per),
-        power=_frozen(power),
-        identifiable=_frozen(ident),
-        ks=_frozen(k),
+        periods=frozen(per),
+        power=frozen(power),
+        identifiable=frozen(ident),
+        ks=frozen(k),
         total_variance=total,
         top_periods=_rank_periods(per, power, ident, n_top),
         peak_periods=_rank_periods(per, power, ident, n_top, peaks_only=True),
@@ -717,7 +779,7 @@ def principal_angle_matrix(subspaces: Mapping[str, ArrayLike]) -> AngleMatrix:
             avg = float(ang.mean()) if ang.size else float("nan")
             max_deg[i, j] = max_deg[j, i] = hi
             mean_deg[i, j] = mean_deg[j, i] = avg
-    return AngleMatrix(names=names, max_deg=_frozen(max_deg), mean_deg=_frozen(mean_deg))
+    return AngleMatrix(names=names, max_deg=frozen(max_deg), mean_deg=frozen(mean_deg))
 
 
 @dataclass(frozen=True)
@@ -758,7 +820,7 @@ def compare_directions(
         mean_angle[name] = float(ang.mean())
     return DirectionComparison(
         target_names=fit.target_names,
-        abs_cos=_frozen(abs_cos),
+        abs_cos=frozen(abs_cos),
         max_angle_deg=MappingProxyType(max_angle),
         mean_angle_deg=MappingProxyType(mean_angle),
     )

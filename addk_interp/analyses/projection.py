@@ -31,7 +31,7 @@ span. μ = h̄[h] (``center="train"``, the spec's train-task mean) or the fit's 
 ``ProjectionArm`` takes any other orthonormal basis (e.g. top-k PCs, or the identity).
 
 Scoring: teacher-forced exact match with the terminator check (``scoring`` semantics) through
-``gates.InjectionRunner`` (block-ℓ inputs cached once). Per (head, arm): accuracy,
+``hooks.runners.InjectionRunner`` (block-ℓ inputs cached once). Per (head, arm): accuracy,
 percentile-bootstrap CI (``scoring.bootstrap_ci``), the pairing with the unprojected arm
 (b = right in the arm and wrong unprojected, d = wrong in the arm and right unprojected), and
 an error decomposition of the wrong answers. For those, the output is greedy-decoded
@@ -70,22 +70,21 @@ from addk_interp.analyses.periodic import (
     fit_subspace_from_means,
 )
 from addk_interp.core.errors import AddkError
+from addk_interp.core.heads import HeadLike as Head  # the one head type: Head or (l, h)
 from addk_interp.core.prompts import encode_examples, make_batches
 from addk_interp.core.scoring import bootstrap_ci, greedy_decode
 from addk_interp.core.tasks import Example, manifest_hash
 from addk_interp.hooks.capture import HeadMeans
 from addk_interp.hooks.interventions import check_basis, default_injection_layer, inject
-from addk_interp.localize.gates import InjectionRunner
+from addk_interp.hooks.runners import InjectionRunner
 from addk_interp.localize.headsets import (
     HeadSets,
     SelectedSet,
-    _check_means,
-    _heads,
+    check_means,
+    checked_heads,
     headset_vectors,
 )
 from addk_interp.localize.selectors import MainSetResult, SignificantSetResult, head_key
-
-Head = tuple[int, int]
 
 __all__ = [
     "CONTROL_ARMS",
@@ -600,8 +599,8 @@ def projection_tests(
     ``InjectionRunner`` forward path (auto / upper / full). ``decode_extra``: tokens decoded
     past the answer length for the error decomposition (``decompose=False`` skips it).
     """
-    sel = _heads(model, selected, "project")
-    mains = _heads(model, heads, "project")
+    sel = checked_heads(model, selected, "project")
+    mains = checked_heads(model, heads, "project")
     outside = sorted(set(mains) - set(sel))
     if outside:
         raise AddkError(f"heads {outside} are not in the selected set")
@@ -614,8 +613,8 @@ def projection_tests(
     train_tasks = list(train_tasks)
     if not train_tasks:
         raise AddkError("the training split is empty; h̄ needs training tasks")
-    _check_means(model, means, [e.task for e in examples], "evaluation")
-    _check_means(model, train_means, train_tasks, "training")
+    check_means(model, means, [e.task for e in examples], "evaluation")
+    check_means(model, train_means, train_tasks, "training")
     d_model = model.info.d_model
     fits = {} if fits is None else {_head_tuple(k): v for k, v in fits.items()}
     coefs = {h: _check_c(h, c_star) for h in mains}

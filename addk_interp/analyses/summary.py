@@ -22,8 +22,7 @@ from addk_interp.analyses.periodic import (
     principal_angle_matrix,
 )
 from addk_interp.core.errors import AddkError
-
-Head = tuple[int, int]
+from addk_interp.core.heads import HeadLike as Head  # the one head type: Head or (l, h)
 
 
 @dataclass(frozen=True)

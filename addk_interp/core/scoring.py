@@ -14,6 +14,7 @@ Cost: one forward per batch, logits at A+1 positions only (vs A+1 forwards for d
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -28,12 +29,15 @@ from addk_interp.core.errors import AddkError
 from addk_interp.core.prompts import PromptBatch, encode_examples, make_batches
 from addk_interp.core.tasks import Example, PromptFormat
 
+# per-model cache of continuation_mask (the vocabulary scan costs ~1 s on a 262k vocabulary)
+_CONTINUES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
 HooksFn = Callable[[PromptBatch], Sequence[tuple[str, Callable]]]
 
 
 def continuation_mask(model) -> Bool[Tensor, " vocab"]:
     """True for tokens whose text would continue an answer (starts with a letter or digit)."""
-    cached = getattr(model, "_continues", None)
+    cached = _CONTINUES.get(model)
     if cached is not None:
         return cached
     tok = model.tokenizer
@@ -44,7 +48,7 @@ def continuation_mask(model) -> Bool[Tensor, " vocab"]:
     for i, t in enumerate(texts):
         if i not in special and t and t[0].isalnum():
             mask[i] = True
-    model._continues = mask
+    _CONTINUES[model] = mask
     return mask
 
 

@@ -44,11 +44,22 @@ def _umask() -> int:
     return mask
 
 
+def sha256_file(path) -> str:
+    """Hex sha256 of a file's bytes (read in 1 MiB blocks)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def atomic_write_text(path, text: str) -> Path:
     """Write ``text`` to ``path`` atomically (temp file + rename)."""
 
     def w(tmp):
-        Path(tmp).write_text(text)
+        Path(tmp).write_text(text, encoding="utf-8", newline="")
 
     return _atomic(path, w)
 

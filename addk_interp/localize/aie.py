@@ -42,16 +42,15 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from addk_interp.core.errors import AddkError
+from addk_interp.core.heads import HeadLike as Head  # the one head type: Head or (l, h)
 from addk_interp.core.scoring import evaluate
 from addk_interp.core.store import read_json, read_tensors, write_json, write_tensors
 from addk_interp.core.tasks import Example, manifest_hash
 from addk_interp.hooks.capture import HeadMeans, z_hook_name
 from addk_interp.hooks.fv import check_means_model
 from addk_interp.hooks.interventions import default_injection_layer
-from addk_interp.localize.gates import InjectionRunner, PromptRunner
+from addk_interp.hooks.runners import InjectionRunner, PromptRunner
 from addk_interp.localize.headsets import ConditionSummary, headset_vectors, summarize
-
-Head = tuple[int, int]
 
 
 def _rng(seed: int, e: Example, i: int) -> random.Random:

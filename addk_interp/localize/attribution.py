@@ -43,7 +43,7 @@ from addk_interp.core.tasks import Example, manifest_hash
 from addk_interp.hooks.capture import HeadMeans, z_hook_name
 from addk_interp.hooks.fv import check_means_model
 from addk_interp.hooks.interventions import mean_ablate
-from addk_interp.localize.gates import PromptRunner
+from addk_interp.hooks.runners import PromptRunner
 
 METHODS = ("attribution_patching", "single_head_ablation")
 

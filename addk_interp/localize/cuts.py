@@ -42,7 +42,8 @@ import numpy as np
 import torch
 from jaxtyping import Float, Float64, Int
 
-Head = tuple[int, int]
+from addk_interp.core.heads import HeadLike as Head  # the one head type: Head or (l, h)
+
 CoefMatrix = Float[np.ndarray, "layer head"] | Float[torch.Tensor, "layer head"]
 """A [layer, head] coefficient matrix as the rules expect it (numpy or torch, any float dtype)."""
 CoefLike = CoefMatrix | np.ndarray | torch.Tensor | Sequence[Any]

@@ -13,7 +13,7 @@ head-set numbers). Notation: S = selected heads, mean_t[h] = mean output of head
   across c), plus the clean n-shot and full-selected (Σ_{h∈S} mean_t[h]) baselines on the same
   examples and the mean-FV control (Σ_{h∈S} h̄[h]); returns ``selectors.RecoveryScan``.
   All c of one head run stacked along the batch, and only blocks ℓ..L−1 run (the input of
-  block ℓ is cached once for every prompt: ``gates.InjectionRunner``).
+  block ℓ is cached once for every prompt: ``hooks.runners.InjectionRunner``).
 - ``headset_evals`` (§4.5): on held-out prompts with held-out means and train-only h̄:
   full_selected Σ_{h∈S} mean_t[h]; raw_coef Σ_{all l,h} M_final[l,h]·mean_t[l,h]; main_meanab
   Σ_{h∈main} mean_t[h] + Σ_{h∈S∖main} h̄[h]; controls mean_fv Σ_{h∈S} h̄[h] and zero_shot
@@ -49,6 +49,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from addk_interp.core.errors import AddkError
+from addk_interp.core.heads import HeadLike as Head  # the one head type: Head or (l, h)
 from addk_interp.core.heads import head_str
 from addk_interp.core.scoring import bootstrap_ci, evaluate
 from addk_interp.core.tasks import Example, manifest_hash, render
@@ -60,8 +61,9 @@ from addk_interp.hooks.interventions import (
     inject,
     mean_ablate,
 )
+from addk_interp.hooks.runners import InjectionRunner, PromptRunner
 from addk_interp.localize.cuts import Cut
-from addk_interp.localize.gates import GateFit, InjectionRunner, PromptRunner
+from addk_interp.localize.gates import GateFit
 from addk_interp.localize.selectors import (
     RELEASE_WEAK_PARAMS,
     MainSetResult,
@@ -73,9 +75,6 @@ from addk_interp.localize.selectors import (
     significant_set,
     weak_rule,
 )
-
-Head = tuple[int, int]
-
 
 # ============================================================================ the selected set
 
@@ -134,7 +133,7 @@ def select_heads(
     )
 
 
-def _heads(model, heads, what: str, *, allow_empty: bool = False) -> list[Head]:
+def checked_heads(model, heads, what: str, *, allow_empty: bool = False) -> list[Head]:
     if isinstance(heads, SelectedSet):
         if heads.empty and not allow_empty:
             raise AddkError(f"the selected set is empty ({heads.reason}); nothing to {what}")
@@ -147,7 +146,7 @@ def _heads(model, heads, what: str, *, allow_empty: bool = False) -> list[Head]:
     return out
 
 
-def _check_means(model, means: HeadMeans, tasks: Sequence[str], what: str) -> None:
+def check_means(model, means: HeadMeans, tasks: Sequence[str], what: str) -> None:
     check_means_model(model, means)
     missing = sorted(set(tasks) - set(means.tasks))
     if missing:
@@ -236,7 +235,7 @@ def recovery_scan(
     ``meta["mean_answer_logprob"]`` (costs the unembedding of every answer position; without
     it a position is unembedded only for rows still matching).
     """
-    heads = _heads(model, heads, "scan")
+    heads = checked_heads(model, heads, "scan")
     if not examples:
         raise AddkError("no scan examples")
     if isinstance(c_max, bool) or not isinstance(c_max, int) or c_max < 1:
@@ -247,7 +246,7 @@ def recovery_scan(
     foreign = sorted({e.task for e in examples} - set(train_tasks))
     if foreign:
         raise AddkError(f"the scan is a selection step and uses training tasks only; got {foreign}")
-    _check_means(model, means, train_tasks, "training")
+    check_means(model, means, train_tasks, "training")
     layer = default_injection_layer(model.n_layers) if layer is None else layer
     bar = means.cross_task_mean(train_tasks).float()
     base = sum(bar[la, h] for la, h in heads)
@@ -499,8 +498,8 @@ def headset_evals(
     prompts); ``train_means`` + ``train_tasks``: h̄. ``raw_coef``: the final-epoch matrix (a
     ``GateFit`` gives ``fit.final``); None skips that condition.
     """
-    sel = _heads(model, selected, "evaluate", allow_empty=True)
-    main = _heads(model, main, "evaluate", allow_empty=True)
+    sel = checked_heads(model, selected, "evaluate", allow_empty=True)
+    main = checked_heads(model, main, "evaluate", allow_empty=True)
     outside = sorted(set(main) - set(sel))
     if outside:
         raise AddkError(f"main heads {outside} are not in the selected set")
@@ -509,8 +508,8 @@ def headset_evals(
     train_tasks = list(train_tasks)
     if not train_tasks:
         raise AddkError("the training split is empty; h̄ needs training tasks")
-    _check_means(model, means, [e.task for e in examples], "evaluation")
-    _check_means(model, train_means, train_tasks, "training")
+    check_means(model, means, [e.task for e in examples], "evaluation")
+    check_means(model, train_means, train_tasks, "training")
     layer = default_injection_layer(model.n_layers) if layer is None else layer
     bar = train_means.cross_task_mean(train_tasks).float()
     if isinstance(raw_coef, GateFit):
@@ -659,8 +658,8 @@ def necessity(
     all heads but the main ones, and a single-head ablation table over ``single_heads``
     (``None``: every head of the model; ``()``: none), each head mean-ablated alone.
     """
-    sel = _heads(model, selected, "ablate", allow_empty=True)
-    main = _heads(model, main, "ablate", allow_empty=True)
+    sel = checked_heads(model, selected, "ablate", allow_empty=True)
+    main = checked_heads(model, main, "ablate", allow_empty=True)
     if not examples:
         raise AddkError("no evaluation examples")
     if isinstance(n_random, bool) or not isinstance(n_random, int) or n_random < 0:
@@ -670,7 +669,7 @@ def necessity(
     train_tasks = list(train_tasks)
     if not train_tasks:
         raise AddkError("the training split is empty; z̄ needs training tasks")
-    _check_means(model, train_means, train_tasks, "training")
+    check_means(model, train_means, train_tasks, "training")
     zbar = train_means.cross_task_mean(train_tasks, z=True)
     others = [h for h in sel if h not in set(main)]
     subsets: list[tuple[Head, ...]] = []
@@ -699,7 +698,7 @@ def necessity(
     )
     if single_heads is None:
         single_heads = [(la, h) for la in range(model.n_layers) for h in range(model.n_heads)]
-    single_list = [tuple(h) for h in _heads(model, single_heads, "ablate", allow_empty=True)]
+    single_list = [tuple(h) for h in checked_heads(model, single_heads, "ablate", allow_empty=True)]
     starts = {
         min(la for la, _ in s)
         for s in [tuple(main), *subsets, *all_subsets, *[(h,) for h in single_list]]

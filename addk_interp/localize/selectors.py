@@ -49,9 +49,8 @@ import numpy as np
 from jaxtyping import Bool, Float, Int, Real
 
 from addk_interp.core.errors import AddkError
+from addk_interp.core.heads import HeadLike as Head  # the one head type: Head or (l, h)
 from addk_interp.core.heads import head_str
-
-Head = tuple[int, int]
 
 # What `RecoveryScan` accepts besides its stored types: the raw values of a scan file or of the
 # `from_*` constructors. `__post_init__` validates them (ValueError naming the head and index)

@@ -35,6 +35,7 @@ from torch import Tensor
 
 from addk_interp._version import __version__
 from addk_interp.core.errors import AddkError
+from addk_interp.core.store import sha256_file
 
 GEMMA_GGUF_SHA256 = "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
 SMOLLM2_GGUF_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
@@ -384,7 +385,8 @@ class HookedModel:
             for hp in touched:
                 hp.remove_hooks(dir="fwd", level=level)
 
-    def _final_norm(self):
+    def final_norm(self):
+        """The final norm module (its output feeds the unembedding)."""
         return self.model.ln_final
 
     @property
@@ -402,7 +404,7 @@ class HookedModel:
         cap = self.logit_softcap
         return logits if cap is None else torch.tanh(logits / cap) * cap
 
-    def _unembed(self, resid: Float[Tensor, "batch n d_model"]) -> Float[Tensor, "batch n vocab"]:
+    def unembed(self, resid: Float[Tensor, "batch n d_model"]) -> Float[Tensor, "batch n vocab"]:
         return self.softcap(self.model.unembed(resid))
 
     def logits_at(
@@ -418,7 +420,7 @@ class HookedModel:
             captured["x"] = out
             raise _StopForward
 
-        handle = self._final_norm().register_forward_hook(grab)
+        handle = self.final_norm().register_forward_hook(grab)
         try:
             with self.hooks(fwd_hooks):
                 try:
@@ -438,7 +440,7 @@ class HookedModel:
         if pos.ndim == 1:
             pos = pos.unsqueeze(0).expand(x.shape[0], -1)
         sel = torch.gather(x, 1, pos.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
-        return self._unembed(sel)
+        return self.unembed(sel)
 
     def full_logits(
         self, tokens: Int[Tensor, "batch pos"], fwd_hooks: Sequence[tuple[str, Callable]] = ()
@@ -542,14 +544,6 @@ def cache_dir() -> Path:
     p = Path(root)
     p.mkdir(parents=True, exist_ok=True)
     return p
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _gemma_gguf_path() -> Path:

@@ -14,9 +14,10 @@ import torch
 from transformers import LlamaForCausalLM, PreTrainedTokenizerBase
 
 from addk_interp.core.errors import AddkError
+from addk_interp.core.store import sha256_file
 
 from .tokenizer import load_tokenizer
-from .train import quiet_hf_progress, sha256_file
+from .train import quiet_hf_progress
 
 CHECKPOINT_DIR = Path(__file__).parent / "checkpoint"
 """Folder of the shipped organism checkpoint."""

@@ -88,11 +88,12 @@ from torch import Tensor
 from transformers import LlamaForCausalLM, PreTrainedTokenizerBase
 
 from addk_interp.core.errors import AddkError
+from addk_interp.core.store import atomic_write_text
 
 from .config import ModelConfig, llama_config
 from .data import TokenIds, token_ids
 from .tokenizer import MAX_NUMBER, build_tokenizer
-from .train import _atomic_write_text, _save_final, lr_at
+from .train import lr_at, save_final
 
 __all__ = [
     "CHECKPOINT_FV_DIR",
@@ -666,7 +667,7 @@ def finish_from_main_phase(
         "train_wall_time_s": src.get("train_wall_time_s"),
     }
     man["phase_wall_time_s"]["main"] = src.get("train_wall_time_s")
-    _atomic_write_text(out_dir / "manifest.json", json.dumps(man, indent=2) + "\n")
+    atomic_write_text(out_dir / "manifest.json", json.dumps(man, indent=2) + "\n")
     return res
 
 
@@ -727,9 +728,9 @@ def _train(
     bars = measure_bars(model, tok, layer=config.planted_layer, heads=config.planted_heads,
                         **eval_sizes)
     _log(f"final bars: {json.dumps(_short(bars))}", verbose, log_file)
-    digest = _save_final(out_dir, model, tok)
+    digest = save_final(out_dir, model, tok)
     wall = time.perf_counter() - t_wall
-    _atomic_write_text(out_dir / "loss_curve.json", json.dumps(history) + "\n")
+    atomic_write_text(out_dir / "loss_curve.json", json.dumps(history) + "\n")
     manifest = {
         "manifest_version": MANIFEST_VERSION,
         "kind": "addk-interp model organism (recipe fv)",
@@ -759,7 +760,7 @@ def _train(
             "python": platform.python_version(),
         },
     }
-    _atomic_write_text(out_dir / "manifest.json", json.dumps(manifest, indent=2) + "\n")
+    atomic_write_text(out_dir / "manifest.json", json.dumps(manifest, indent=2) + "\n")
     return FVTrainResult(out_dir, wall, t_train, bars, digest, history)
 
 

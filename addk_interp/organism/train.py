@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import hashlib
 import io
 import json
 import math
@@ -52,6 +51,7 @@ from transformers import LlamaForCausalLM, PreTrainedTokenizerBase
 from transformers.utils import logging as hf_logging
 
 from addk_interp.core.errors import AddkError
+from addk_interp.core.store import atomic_write_text, sha256_file
 
 from .config import TrainConfig, config_hash, llama_config
 from .data import (
@@ -134,15 +134,6 @@ class TrainResult:
 # ----------------------------------------------------------------------------- helpers
 
 
-def sha256_file(path: str | Path) -> str:
-    """Hex sha256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 @contextlib.contextmanager
 def quiet_hf_progress() -> Iterator[None]:
     """Temporarily silence transformers' own progress bars ("Loading weights", "Writing model
@@ -162,18 +153,6 @@ def _publish(tmp: str | Path, path: Path) -> None:
     0600 files)."""
     os.chmod(tmp, 0o644)
     os.replace(tmp, path)
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-        _publish(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def _csv_text(fields: tuple[str, ...], rows: list[dict[str, Any]]) -> str:
@@ -405,7 +384,7 @@ def _latest_resume(out_dir: Path) -> Path | None:
 # ----------------------------------------------------------------------------- training
 
 
-def _save_final(out_dir: Path, model: LlamaForCausalLM, tok: PreTrainedTokenizerBase) -> str:
+def save_final(out_dir: Path, model: LlamaForCausalLM, tok: PreTrainedTokenizerBase) -> str:
     tmp = Path(tempfile.mkdtemp(dir=out_dir, prefix=".tmp-final-"))
     try:
         with quiet_hf_progress():
@@ -583,8 +562,8 @@ def _train(
         bar.close()
 
     wall = wall_before + time.perf_counter() - t_wall
-    _atomic_write_text(out_dir / "loss_curve.csv", _csv_text(_LOSS_FIELDS, history))
-    _atomic_write_text(out_dir / "eval_curve.csv", _csv_text(_EVAL_FIELDS, evals))
+    atomic_write_text(out_dir / "loss_curve.csv", _csv_text(_LOSS_FIELDS, history))
+    atomic_write_text(out_dir / "eval_curve.csv", _csv_text(_EVAL_FIELDS, evals))
     tokens_per_s = tokens_seen / train_time if train_time > 0 else 0.0
     if end_step < config.steps:
         return TrainResult(
@@ -608,7 +587,7 @@ def _train(
         x_per_k=config.final_eval_x_per_k,
         shots_x_per_k=config.final_eval_shots_x_per_k,
     )
-    digest = _save_final(out_dir, model, tok)
+    digest = save_final(out_dir, model, tok)
     wall = wall_before + time.perf_counter() - t_wall
     final_loss = float(np.mean([r["loss"] for r in history[-config.log_every :]]))
     manifest = {
@@ -636,7 +615,7 @@ def _train(
             "python": platform.python_version(),
         },
     }
-    _atomic_write_text(out_dir / "manifest.json", json.dumps(manifest, indent=2) + "\n")
+    atomic_write_text(out_dir / "manifest.json", json.dumps(manifest, indent=2) + "\n")
     if not config.keep_resume_checkpoints:
         shutil.rmtree(out_dir / RESUME_DIR, ignore_errors=True)
     return TrainResult(

@@ -21,35 +21,103 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from addk_interp.core.heads import HeadLike as Head  # the one head type: Head or (l, h)
 from addk_interp.core.heads import head_str
 from addk_interp.core.store import write_json
-
-Head = tuple[int, int]
 
 
 def _hkey(h: Head) -> str:
     return head_str(h)
 
 
+def fits_path(out: Path) -> Path:
+    return Path(out) / "stages" / "subspaces" / "fits.safetensors"
+
+
 def head_fits(run, heads: list[Head]) -> dict[Head, object]:
-    """The fitted six-target subspace of each head (``projection.fit_for_head`` on the train +
-    held-out task means, by k), computed once per run object; heads whose fit is not
-    identifiable are left out (their error is in subspaces.json)."""
+    """The persisted six-target subspace fits (``subspaces`` stage, ``fits.safetensors``) of
+    those ``heads`` that have one; heads whose fit is not identifiable have none (their error is
+    in subspaces.json)."""
+    from addk_interp.analyses.periodic import load_fits
+
+    fits = load_fits(fits_path(run.out))
+    return {h: fits[h] for h in heads if h in fits}
+
+
+# ----------------------------------------------------------------------------- subspaces (§5.2)
+def subspaces(run, sdir: Path) -> list[Path]:
+    from addk_interp.analyses.summary import angle_matrix, merged_means, summarize_heads
+
+    heads = run.analysis_heads()
+    train_m, held_m = run.load_means()
+    means, tasks = merged_means(train_m, held_m)
+    ks = [run.family.tasks[t].k for t in tasks]
+    res = {"heads": [list(h) for h in heads], "numeric_k": all(k is not None for k in ks)}
+    if heads and res["numeric_k"]:
+        subs = summarize_heads(means, ks, heads)
+        res["per_head"] = [s.to_dict() for s in subs]
+        # angles: the analysis heads and the top selected heads (up to 6 in all)
+        extra = [h for h in run.selected_heads() if h not in heads][: max(0, 6 - len(heads))]
+        res["angle_heads"] = [list(h) for h in heads + extra]
+        res["angles"] = angle_matrix(
+            subs + (summarize_heads(means, ks, extra) if extra else [])
+        )
+    # the fitted subspaces later stages project onto (``projection.fit_for_head`` on the train +
+    # held-out task means, by k), persisted so projections, extraction, circuits, demos and the
+    # figures load them instead of refitting
+    from addk_interp.analyses.periodic import save_fits
     from addk_interp.analyses.projection import fit_for_head
 
-    cache = run.__dict__.setdefault("_subspace_fits", {})
-    train_m, held_m = run.load_means()
+    fits = {}
     parts = [train_m] if held_m is None else [train_m, held_m]
-    ks = {t: run.family.tasks[t].k for m in parts for t in m.tasks}
-    if any(k is None for k in ks.values()):
-        return {}
-    for h in heads:
-        if h not in cache:
+    if res["numeric_k"]:
+        kmap = {t: run.family.tasks[t].k for m in parts for t in m.tasks}
+        for h in heads:
             try:
-                cache[h] = fit_for_head(parts, ks, h)
+                fits[h] = fit_for_head(parts, kmap, h)
             except ValueError:
-                cache[h] = None
-    return {h: cache[h] for h in heads if cache[h] is not None}
+                pass
+    return [
+        write_json(sdir / "subspaces.json", res),
+        save_fits(
+            fits,
+            sdir / "fits.safetensors",
+            {"model_fingerprint": train_m.provenance.get("model_fingerprint")},
+        ),
+    ]
+
+
+# ----------------------------------------------------------------------------- extraction (§5.5)
+def extraction(run, sdir: Path) -> list[Path]:
+    from addk_interp.analyses.extraction import (
+        directions_from_means,
+        group_shares,
+        iter_extractions,
+        label_peaking,
+    )
+
+    heads = run.analysis_heads()
+    res: dict = {"heads": [list(h) for h in heads], "per_head": {}}
+    if heads:
+        train_m, _ = run.load_means()
+        ex = run.examples(run.family.train, run.budget["n_extract"], "extraction", seed=0)
+        collected: dict = {h: ([], []) for h in heads}
+        for results in iter_extractions(
+            run.model, ex, heads, run.cfg.format, batch_size=run.cfg.batch_size
+        ):
+            for h, r in results.items():
+                collected[h][0].append(r)
+                collected[h][1].append(directions_from_means(train_m, h, r))
+        fits = head_fits(run, heads)
+        for h, (rs, ds) in collected.items():
+            gs = group_shares(rs, ds)
+            d = gs.to_dict()
+            basis = fits[h].basis("full", "onto") if h in fits else None
+            d["peaking"] = label_peaking(rs, ds, basis, seed=run.cfg.seed).to_dict()
+            d["identity_max_rel_error"] = max(float(r.identity_rel_error) for r in rs)
+            d["identity_min_cos"] = min(float(r.identity_min_cos) for r in rs)
+            res["per_head"][head_str(h)] = d
+    return [write_json(sdir / "extraction.json", res)]
 
 
 # ----------------------------------------------------------------------------- AIE (§4.7)
@@ -95,7 +163,7 @@ def aie(run, sdir: Path):
         summary["topk"] = {}
         summary["reason"] = "no held-out tasks: the top-k FV needs tasks not used for ranking"
     else:
-        ex = run._examples(run.family.heldout, run.cfg.n_eval, "final_eval")
+        ex = run.examples(run.family.heldout, run.cfg.n_eval, "final_eval")
         top = aie_topk_eval(
             run.model,
             res,
@@ -140,7 +208,7 @@ def projections(run, sdir: Path):
     train_m, held_m = run.load_means()
     tasks = run.family.heldout if held_m is not None else run.family.train
     means = held_m if held_m is not None else train_m
-    ex = run._examples(tasks, run.budget["n_proj"], "final_eval")
+    ex = run.examples(tasks, run.budget["n_proj"], "final_eval")
     arms = [f"{v}_{s}" for v in ("onto", "out") for s in ("full", "parity", "unit", "magnitude")]
     pr = projection_tests(
         run.model,
@@ -187,7 +255,7 @@ def circuits(run, sdir: Path):
     if not heads:
         res["reason"] = "no analysis heads"
         return [write_json(sdir / "circuits.json", res)]
-    ex = run._examples(run.family.train, run.budget["n_circuit"], "circuits", seed=1)
+    ex = run.examples(run.family.train, run.budget["n_circuit"], "circuits", seed=1)
     batches = make_batches(encode_examples(run.model, ex, run.cfg.format), run.cfg.batch_size)
     numbers = list(range(0, 131))
     try:
@@ -267,7 +335,7 @@ def demos(run, sdir: Path):
             seed=run.cfg.seed,
         )
         d["offset_readout"] = ro.to_dict(include_arrays=True)
-        clean = run._examples(run.family.train, max(1, n // len(run.family.train)), "demos")
+        clean = run.examples(run.family.train, max(1, n // len(run.family.train)), "demos")
         clean = clean[: max(n, 1)]
         sc = self_correction(
             run.model,

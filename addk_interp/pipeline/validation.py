@@ -229,7 +229,7 @@ def validate(run, *, n_prompts: int = 4, verbose: bool = False) -> ValidationRes
     methods.append(
         MethodScore("aie", _cut_selected(a), _ranking(a), walls.get("aie", float("nan")))
     )
-    ex = run._examples(train, n_prompts, "validation_scores")
+    ex = run.examples(train, n_prompts, "validation_scores")
     t0 = time.time()
     atp = attribution_patching(
         model, ex, train_m, train_tasks=train, fmt=run.cfg.format, batch_size=run.cfg.batch_size
@@ -278,10 +278,10 @@ def _subspace(run, gt: dict | None, torch) -> dict[str, Any]:
 
     sub = json.loads((run.out / "stages" / "subspaces" / "subspaces.json").read_text())
     out: dict[str, Any] = {"per_head": {}}
-    from addk_interp.pipeline import analysis_stages
+    from addk_interp.pipeline.analysis_stages import head_fits
 
     heads = [tuple(h) for h in sub.get("heads", [])]
-    fits = analysis_stages.head_fits(run, heads)
+    fits = head_fits(run, heads)
     planted_basis = None
     if gt is not None:
         d = run.model.info.d_model
