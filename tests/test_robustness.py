@@ -839,8 +839,8 @@ def test_kill_mid_stage_then_rerun_gives_the_same_artifacts(tmp_path):
     status = {s["name"]: s["status"] for s in man["stages"]}
     assert status["clean_eval"] == status["capture"] == status["fv_eval"] == "cached"
     assert status["localize"] == "done"
-    gates = json.loads((killed / "stages" / "localize" / "gates.json").read_text())
-    assert gates["timing"]["resumed_from_epoch"] == 1
+    done = json.loads((killed / "stages" / "localize" / "done.json").read_text())
+    assert done["notes"]["gates"]["resumed_from_epoch"] == 1
 
     assert _leftovers(killed) == [] and _leftovers(ref) == []
     assert _files(killed) == _files(ref)
@@ -1050,3 +1050,26 @@ def test_short_messages_and_unwritable_out(capsys, tmp_path, monkeypatch):
     refused(capsys, ["eval", "--model", "tiny-llama", "--k", "1-3", "--n", "2", "--out", str(ro / "o")], "is not writable")
     refused(capsys, ["run", "--model", "tiny-llama", "--out", str(ro / "r"), "--quick"], "is not writable")
     assert list(ro.iterdir()) == []
+
+
+def test_gate_heads_boundary():
+    """gate_heads: positions outside the prompt, mis-shaped or non-finite mean values → one-line
+    AddkError (before: a shape-mismatch RuntimeError / raw IndexError)."""
+    from addk_interp.hooks.interventions import gate_heads
+
+    m = tiny("tiny-llama")
+    L, H, D = m.n_layers, m.n_heads, m.info.d_head
+    toks = m.to_tokens("12->13")
+    g = torch.full((L, H), 0.5)
+    src = torch.zeros(1, L, H, D)
+    for pos in (toks.shape[1], -toks.shape[1] - 1):
+        with pytest.raises(AddkError, match="outside the prompt"):
+            m.logits_at(toks, [toks.shape[1] - 1], fwd_hooks=gate_heads(m, g, pos, src))
+    with pytest.raises(AddkError, match=r"z_source must end in"):
+        gate_heads(m, g, 0, torch.zeros(1, L, H, D + 1))
+    with pytest.raises(AddkError, match="NaN or inf"):
+        gate_heads(m, g, 0, torch.full((1, L, H, D), float("nan")))
+    # a negative position inside the prompt is the same as its positive index
+    a = m.logits_at(toks, [toks.shape[1] - 1], fwd_hooks=gate_heads(m, g, -1, src))
+    b = m.logits_at(toks, [toks.shape[1] - 1], fwd_hooks=gate_heads(m, g, toks.shape[1] - 1, src))
+    assert torch.equal(a, b)

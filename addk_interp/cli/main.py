@@ -118,6 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
         "addk_interp.cli.organism",
         "addk_interp.cli.summary",
         "addk_interp.cli.validate",
+        "addk_interp.cli.figure",
     ):
         importlib.import_module(extra).add_parser(sub)
     return p
@@ -135,6 +136,9 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("addk-interp: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # e.g. `addk-interp figure --list | head`
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

@@ -154,15 +154,25 @@ def gate_heads(
         raise AddkError(
             f"gate must be [{model.n_layers}, {model.n_heads}], got {tuple(gate.shape)}"
         )
+    want = (model.n_layers, model.n_heads, model.info.d_head)
+    if z_source.ndim < 3 or tuple(z_source.shape[-3:]) != want:
+        raise AddkError(
+            f"z_source must end in [layer, head, d_head] = {list(want)}, "
+            f"got {tuple(z_source.shape)}"
+        )
+    if not torch.isfinite(z_source).all():
+        raise AddkError("z_source (the gate's mean values) contains NaN or inf")
 
     hooks = []
     for layer in range(model.n_layers):
 
         def fn(z, hook, layer=layer):
+            _check_position(position, z, "gate_heads")
+            pos = position % z.shape[1]
             g = gate[layer].to(z.dtype)[:, None]
             src = z_source[..., layer, :, :].to(z.dtype)
-            new = g * src + (1 - g) * z[:, position]
-            before, after = z[:, :position], z[:, position + 1 :]
+            new = g * src + (1 - g) * z[:, pos]
+            before, after = z[:, :pos], z[:, pos + 1 :]
             return torch.cat([before, new[:, None], after], dim=1)
 
         hooks.append((z_hook_name(layer), fn))

@@ -924,7 +924,8 @@ def load_model(
     if backend not in ("bridge", "hooked"):
         raise AddkError(f"unknown backend {backend!r}: use 'bridge' or 'hooked'")
     if spec == "tiny-hooked":
-        return from_hooked_transformer(tiny_hooked_transformer(seed, dtype), name="tiny-hooked")
+        ht = tiny_hooked_transformer(seed, dtype).to(device)  # placed on the requested device
+        return from_hooked_transformer(ht, name="tiny-hooked")
     if spec.startswith("tiny-"):
         tok = tiny_tokenizer()
         model = tiny_hf_model(spec, len(tok), seed, dtype)

@@ -48,6 +48,7 @@ def localize(run, sdir: Path) -> list[Path]:
         checkpoint_dir=ckpt,
         verbose=run.verbose,
     )
+    run.note(gates=dict(fit.timing))
     sel = select_heads(fit)
     return [
         fit.save(sdir / "gates.safetensors"),

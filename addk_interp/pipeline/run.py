@@ -17,7 +17,7 @@ import json
 import platform
 import resource
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import pandas as pd
@@ -54,7 +54,6 @@ class RunConfig:
     preset: str = "default"
     device: str = "cpu"
     dtype: str = "float32"
-    extra: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -119,6 +118,7 @@ class Run:
         # the stages this run executes, in order (default: the registry; a user's extra stage
         # is one more entry, see docs/developer.md)
         self.registry: tuple[Stage, ...] = tuple(STAGES if stages is None else stages)
+        self._notes: dict[str, object] = {}  # non-artifact facts of the running stage (timings)
         check_registry(self.registry)
         self._check_out_dir(force)
 
@@ -214,6 +214,7 @@ class Run:
                     return
         t0 = time.time()
         _reset_peak_rss()
+        self._notes = {}
         files = st.run(self, sdir)
         unknown = [Path(f).name for f in files if Path(f).name not in st.outputs]
         if unknown:
@@ -228,6 +229,8 @@ class Run:
             "files": rel,
             "sha256": {r: sha256_file(self.out / r) for r in rel},
         }
+        if self._notes:
+            rec["notes"] = dict(self._notes)
         write_json(done, rec)
         self.stages.append(rec)
         if self._on_stage:
@@ -248,6 +251,12 @@ class Run:
         return None
 
     # ------------------------------------------------------------------ stages
+    def note(self, **facts) -> None:
+        """Record facts of the running stage that are not results (timings, where a resumed
+        computation started) in its ``done.json``: every timing of a run lives in done.json and
+        manifest.json, so the artifacts of two same-seed runs are byte-identical."""
+        self._notes.update(facts)
+
     def examples(self, tasks, n, kind, seed=None, shots=None):
         from addk_interp.core.tasks import sample_family
 

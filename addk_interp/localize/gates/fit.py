@@ -35,7 +35,8 @@ class GateFit:
     same quantity before training; ``param`` the final raw parameter (M or θ). ``history`` has
     one dict per epoch (loss, nll, reg, train_match, sparsity, n_nonzero, n_selected,
     heldout_acc); ``steps`` one dict per optimizer step. ``identity`` holds the model
-    fingerprint, task lists and data/means hashes; ``timing`` is not part of the result.
+    fingerprint, task lists and data/means hashes; ``timing`` is not part of the result (kept in
+    memory only: a run records it in its ``done.json``, so same-seed artifacts are byte-identical).
     """
 
     mode: str
@@ -113,7 +114,6 @@ class GateFit:
             "model_fingerprint": self.model_fingerprint,
             "forward_path": self.forward_path,
             "identity": dict(self.identity),
-            "timing": dict(self.timing),
         }
 
     def save(self, path) -> Path:
