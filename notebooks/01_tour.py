@@ -24,7 +24,9 @@
 # 4. capture per-head outputs at the query position (`capture_means`);
 # 5. inject function vectors into zero-shot prompts (`evaluate_fv`);
 # 6. check that per-head outputs add up to the attention block's residual contribution;
-# 7. plot with `addk_interp.plots`.
+# 7. the same model through TransformerLens idioms: `run_with_cache`, `to_str_tokens`, and a
+#    hand-written head ablation with `run_with_hooks`;
+# 8. plot with `addk_interp.report.plots` (`show` adds a static copy of each figure).
 #
 # **Settings** come from environment variables so the same notebook runs on a laptop, in CI,
 # or on a bigger model:
@@ -50,10 +52,11 @@ from pathlib import Path
 
 import pandas as pd
 import torch
+from _show import show  # plotly figures + a static fallback (PNG or inline HTML), see README
 
 warnings.filterwarnings("ignore", message="IProgress not found")  # progress bars stay off here
 import addk_interp as ai
-from addk_interp import plots
+from addk_interp.report import plots
 
 MODEL = os.environ.get("ADDK_NB_MODEL", "organism")
 SMALL = os.environ.get("ADDK_NB_SMALL", "0") not in ("", "0")
@@ -127,7 +130,7 @@ print("formats:", list(ai.FORMATS))
 pd.DataFrame(prompt.spans, columns=["part", "start", "end"]).head(8)
 
 # %%
-from addk_interp.prompts import encode
+from addk_interp.core.prompts import encode
 
 enc = encode(model, prompt)
 pd.DataFrame(
@@ -154,7 +157,7 @@ pd.DataFrame(
 # demonstrations' order, or other models.
 
 # %%
-from addk_interp.evaluation import paired_shot_examples
+from addk_interp.pipeline.evaluation import paired_shot_examples
 
 per_shots = paired_shot_examples(family, list(family.tasks), EVAL_SHOTS, N_EVAL, SEED)
 rows = pd.concat([ai.evaluate(model, ex) for ex in per_shots.values()], ignore_index=True)
@@ -170,8 +173,8 @@ table[table["shots"] == SHOTS].sort_values("k")[cols].head(10)
 rows[rows["shots"] == 0][["task", "query", "answer", "pred", "correct", "first_token_prob"]].head()
 
 # %%
-from addk_interp.prompts import encode_examples, make_batches
-from addk_interp.scoring import greedy_correct, score_batch
+from addk_interp.core.prompts import encode_examples, make_batches
+from addk_interp.core.scoring import greedy_correct, score_batch
 
 check_ex = ai.sample_family(family, family.train[:3], 4, SHOTS, seed=SEED, kind="final_eval")
 batch = max(make_batches(encode_examples(model, check_ex), 64), key=len)
@@ -182,8 +185,8 @@ assert torch.equal(tf, gr)
 
 # %%
 fig = plots.accuracy_vs_k(table, title=f"Clean accuracy by k — {info.name}")
-fig.write_html(OUT / "accuracy_vs_k.html", include_plotlyjs="cdn")
-fig
+fig.write_html(OUT / "accuracy_vs_k.html", include_plotlyjs=True)  # self-contained: opens offline
+show(fig)
 
 # %% [markdown]
 # ## 4. Capturing per-head outputs
@@ -218,7 +221,7 @@ assert torch.equal(back.means, means.means) and back.tasks == means.tasks
 print("saved and reloaded", path.name)
 
 # %%
-plots.head_norm_heatmap(means.means, title="Mean ‖head output‖ over training tasks")
+show(plots.head_norm_heatmap(means.means, title="Mean ‖head output‖ over training tasks"))
 
 # %% [markdown]
 # `head_outputs` gives the same per-head contributions for individual prompts (no averaging):
@@ -306,7 +309,7 @@ fv_df["split"] = "heldout"
 print("injection layer:", LAYER)
 
 # %%
-from addk_interp.scoring import bootstrap_ci
+from addk_interp.core.scoring import bootstrap_ci
 
 summary = []
 for cond, g in fv_df.groupby("condition", sort=False):
@@ -326,7 +329,7 @@ summary = pd.DataFrame(summary)
 summary
 
 # %%
-plots.fv_bars(summary, title=f"Function vectors at layer {LAYER} (held-out tasks)")
+show(plots.fv_bars(summary, title=f"Function vectors at layer {LAYER} (held-out tasks)"))
 
 # %% [markdown]
 # `evaluate_fv` is nothing more than `evaluate` on zero-shot prompts with an `inject` hook at
@@ -345,6 +348,102 @@ print(
     f"{task}: FV accuracy {via_api['correct'].mean():.2f} "
     f"(clean {via_api['clean_correct'].mean():.2f}), hand-built hook agrees"
 )
+
+# %% [markdown]
+# ## 7. TransformerLens idioms
+#
+# `HookedModel` also offers the usual TransformerLens calls, with TransformerLens hook names:
+# `to_tokens` / `to_str_tokens`, `logits, cache = model.run_with_cache(tokens, names_filter=...)`
+# (pass a filter: the TransformerBridge has ~1,500 hook points), `cache["pattern", l]`,
+# `cache["z", l]`, and `model.run_with_hooks(tokens, fwd_hooks=[(hook_name, fn)])`.
+#
+# On the add-7 prompt of section 2: which head's attention at the query position (the last
+# prompt token, where the answer's first token is predicted) sits on the query number x, and
+# what removing that head's output at that one position does to the answer's log-probability.
+
+# %%
+tokens = model.to_tokens(prompt.text)  # [1, pos], BOS first where the model uses one
+str_tokens = model.to_str_tokens(tokens)
+assert tokens[0].tolist() == list(enc.prompt_ids), "to_tokens and encode disagree"
+with torch.no_grad():
+    logits, cache = model.run_with_cache(tokens, names_filter=lambda n: n.endswith("hook_pattern"))
+q_pos = tokens.shape[1] - 1
+x_pos = [i for i, g in enumerate(enc.groups) if g == "query_input"]  # x's tokens (section 2)
+on_x = torch.stack(  # [layer, head]: attention from the query position to x
+    [cache["pattern", layer][0, :, q_pos, x_pos].sum(-1) for layer in range(model.n_layers)]
+)
+L_ABL, H_ABL = divmod(int(on_x.argmax()), model.n_heads)
+print("last tokens:", str_tokens[-6:], "| x =", "".join(str_tokens[i] for i in x_pos))
+print(f"most attention on x: L{L_ABL}H{H_ABL} ({on_x[L_ABL, H_ABL]:.2f})")
+pd.DataFrame(
+    on_x.numpy(),
+    index=pd.Index(range(model.n_layers), name="layer"),
+    columns=pd.Index(range(model.n_heads), name="head"),
+).round(2)
+
+# %% [markdown]
+# One TransformerLens-style ablation: a hook on `blocks.{l}.attn.hook_z` (`[batch, pos, head,
+# d_head]`, the head's output before `W_O`) that overwrites that head at the query position,
+# either with its mean over the training tasks' prompts (`means` from section 4) or with zero.
+# The toolkit's `ai.mean_ablate` and `ai.scale_heads(..., 0.0)` build the same `hook_z` edits, so
+# they must give the same logits (checked).
+
+# %%
+answer_id = enc.answer_ids[0]  # the answer's first token
+z_bar = means.cross_task_mean(family.train, z=True)  # [layer, head, d_head]
+hook_name = f"blocks.{L_ABL}.attn.hook_z"
+
+
+def ablate_head(value):
+    def fn(z, hook):  # z: [batch, pos, head, d_head]; hook: the HookPoint
+        z = z.clone()
+        z[:, q_pos, H_ABL] = value
+        return z
+
+    return fn
+
+
+with torch.no_grad():
+    runs = {
+        "clean": logits,
+        "mean-ablated": model.run_with_hooks(
+            tokens, fwd_hooks=[(hook_name, ablate_head(z_bar[L_ABL, H_ABL]))]
+        ),
+        "zero-ablated": model.run_with_hooks(tokens, fwd_hooks=[(hook_name, ablate_head(0.0))]),
+    }
+    head = [(L_ABL, H_ABL)]
+    toolkit = {
+        "mean-ablated": model.run_with_hooks(tokens, ai.mean_ablate(model, head, q_pos, z_bar)),
+        "zero-ablated": model.run_with_hooks(tokens, ai.scale_heads(model, head, q_pos, 0.0)),
+    }
+for name, lg in toolkit.items():
+    assert torch.allclose(runs[name], lg, atol=1e-5), f"{name}: hand-written hook ≠ toolkit"
+logp = {name: lg[0, q_pos].float().log_softmax(-1) for name, lg in runs.items()}
+pd.DataFrame(
+    {
+        "log p(answer)": {name: lp[answer_id].item() for name, lp in logp.items()},
+        "top-1 token": {
+            name: model.tokenizer.decode([int(lp.argmax())]) for name, lp in logp.items()
+        },
+    }
+).rename_axis(f"L{L_ABL}H{H_ABL} at the query position")
+
+# %% [markdown]
+# What this shows: on this one prompt, how much the answer depends on what that head writes at
+# the last position (the head was picked from the attention pattern, not from ablation
+# results). On the organism the pick is a layer-0 head that attends almost only to x, and
+# without it log p(answer) falls from about −0.5 to below −30. What it does not show: that the head computes the addition (carrying x forward is
+# needed by any solution), nor anything beyond one prompt — notebook 02's `necessity` ablates
+# over many prompts against random heads. Zero is off-distribution for a head; the mean is the
+# toolkit's default.
+#
+# Post-norm models (Gemma 2/3, `info.post_attn_norm`; not the organism): a `hook_z` edit is the
+# same intervention in both spellings, but the toolkit's *head output* (sections 4–5,
+# `capture_means`, `head_outputs`) is z·W_O **rescaled by the post-attention norm of the same
+# run**, so that the heads sum to the block's residual increment. There `cache["z", l] @ W_O[l]`
+# is not a head's contribution to the residual stream, and editing one head's z also changes
+# that norm's scale, hence every head's contribution in the layer. Edit head outputs with the
+# toolkit's builders (`project_head` applies its change post-norm aware).
 
 # %% [markdown]
 # ## What next

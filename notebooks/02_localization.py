@@ -50,15 +50,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from _show import show  # plotly figures + a static fallback (PNG or inline HTML), see README
 
 warnings.filterwarnings("ignore", message="IProgress not found")  # progress bars stay off here
 import addk_interp as ai
-from addk_interp import plots
 from addk_interp.hooks.interventions import default_injection_layer
 from addk_interp.localize import cuts
 from addk_interp.localize import gates as G
 from addk_interp.localize import headsets as HS
 from addk_interp.localize import selectors as S
+from addk_interp.report import plots
 
 MODEL = os.environ.get("ADDK_NB_MODEL", "organism")
 SMALL = os.environ.get("ADDK_NB_SMALL", "0") not in ("", "0")
@@ -143,10 +144,10 @@ assert torch.equal(again.coefficients, fit.coefficients) and again.history == fi
 print("finished run read back from epoch", again.timing["resumed_from_epoch"], "without training")
 
 # %%
-plots.training_curves(list(fit.history))
+show(plots.training_curves(list(fit.history)))
 
 # %%
-plots.coef_heatmap(fit.final.numpy(), title="Gate coefficients M after the last epoch")
+show(plots.coef_heatmap(fit.final.numpy(), title="Gate coefficients M after the last epoch"))
 
 # %% [markdown]
 # ## 3. Cut rules: from |M| to a selected set
@@ -216,7 +217,7 @@ print(
     [f"L{a}H{b}" for a, b in selected.heads],
     selected.reason or "",
 )
-plots.sorted_coef(selected.cut)
+show(plots.sorted_coef(selected.cut))
 
 # %% [markdown]
 # ## 4. Recovery (dose-response) scan
@@ -308,7 +309,7 @@ pd.DataFrame(
 )
 
 # %%
-plots.dose_response(scan_json, sets.main.main)
+show(plots.dose_response(scan_json, sets.main.main))
 
 # %% [markdown]
 # ## 6. Head-set function vectors on held-out tasks, and necessity
@@ -342,7 +343,7 @@ evals = HS.headset_evals(
 evals.table()[["condition", "n", "accuracy", "ci_low", "ci_high", "clean_accuracy", "only_clean"]]
 
 # %%
-plots.headset_bars(evals.table())
+show(plots.headset_bars(evals.table()))
 
 # %%
 ablate = main or [sets.main.leader]
@@ -362,7 +363,7 @@ print(
     f"clean {nec.clean_acc:.2f} → {nec.main_acc:.2f} with {list(nec.main)} mean-ablated; "
     f"random subsets: {np.round(nec.random_accs, 2).tolist()}  ({nec.verdict})"
 )
-plots.necessity_plot(nec.to_dict())
+show(plots.necessity_plot(nec.to_dict()))
 
 # %% [markdown]
 # ## 7. The released Llama-3-8B-Instruct scan
@@ -408,10 +409,12 @@ except ValueError as err:
     print("refused:", err)
 
 # %%
-plots.dose_response(
-    json.loads(released_path.read_text()),
-    main_llama.main,
-    title="Released Llama-3-8B-Instruct recovery scan",
+show(
+    plots.dose_response(
+        json.loads(released_path.read_text()),
+        main_llama.main,
+        title="Released Llama-3-8B-Instruct recovery scan",
+    )
 )
 
 # %% [markdown]

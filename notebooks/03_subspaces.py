@@ -46,10 +46,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from _show import show  # plotly figures + a static fallback (PNG or inline HTML), see README
 
 warnings.filterwarnings("ignore", message="IProgress not found")  # progress bars stay off here
 import addk_interp as ai
-from addk_interp import plots
 from addk_interp.analyses import circuits as C
 from addk_interp.analyses.pca import fit_head_pca
 from addk_interp.analyses.periodic import (
@@ -60,8 +60,9 @@ from addk_interp.analyses.periodic import (
     principal_angles,
 )
 from addk_interp.analyses.summary import merged_means, summarize_heads
+from addk_interp.core.prompts import encode_examples, make_batches
 from addk_interp.hooks.interventions import parse_heads
-from addk_interp.prompts import encode_examples, make_batches
+from addk_interp.report import plots
 
 MODEL = os.environ.get("ADDK_NB_MODEL", "organism")
 SMALL = os.environ.get("ADDK_NB_SMALL", "0") not in ("", "0")
@@ -184,10 +185,10 @@ print("projection residual = 1 − cumvar, for every analysed head")
 # %%
 summaries = summarize_heads(X_all, ks, HEADS)  # the per-head summary the pipeline reports
 per_head = [s.to_dict() for s in summaries]
-plots.cumvar_plot(per_head)
+show(plots.cumvar_plot(per_head))
 
 # %%
-plots.pc_coords_plot(per_head[0])
+show(plots.pc_coords_plot(per_head[0]))
 
 # %% [markdown]
 # ## 3. Periodic fit
@@ -254,7 +255,7 @@ for hd, pca in pcas.items():
         f"L{hd[0]}H{hd[1]}: top periods {pg.top_periods}, peaks {pg.peak_periods}, "
         f"power at 2/5/10: {[round(pg.power_at(p), 3) for p in (2, 5, 10) if p <= len(ks)]}"
     )
-plots.periodogram_plot(per_head)
+show(plots.periodogram_plot(per_head))
 
 # %% [markdown]
 # ## 5. Principal angles between subspaces

@@ -47,15 +47,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from _show import show  # plotly figures + a static fallback (PNG or inline HTML), see README
 
 warnings.filterwarnings("ignore", message="IProgress not found")  # progress bars stay off here
 import addk_interp as ai
-from addk_interp import plots
 from addk_interp.analyses import demos
 from addk_interp.analyses import extraction as E
 from addk_interp.analyses.pca import fit_head_pca
+from addk_interp.core.prompts import encode_examples, make_batches
 from addk_interp.hooks.interventions import parse_heads
-from addk_interp.prompts import encode_examples, make_batches
+from addk_interp.report import plots
 
 MODEL = os.environ.get("ADDK_NB_MODEL", "organism")
 SMALL = os.environ.get("ADDK_NB_SMALL", "0") not in ("", "0")
@@ -235,7 +236,7 @@ pd.DataFrame(
 # %%
 extraction_summary = {"per_head": {f"{hd[0]}.{hd[1]}": gs.to_dict() for hd, gs in shares.items()}}
 (OUT / "extraction.json").write_text(json.dumps(extraction_summary, indent=1))
-plots.share_bars(extraction_summary)
+show(plots.share_bars(extraction_summary))
 
 # %% [markdown]
 # ## 4. Label peaking
