@@ -25,8 +25,8 @@ _LAZY = {
     "scale_heads": "hooks.interventions",
     "HookedModel": "models.adapter",
     "ModelInfo": "models.adapter",
-    "from_hooked_transformer": "models.adapter",
-    "load_model": "models.adapter",
+    "from_hooked_transformer": "models.loading",
+    "load_model": "models.loading",
     "accuracy_table": "core.scoring",
     "evaluate": "core.scoring",
     "greedy_decode": "core.scoring",
@@ -67,12 +67,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs
         replace_heads,
         scale_heads,
     )
-    from addk_interp.models.adapter import (  # noqa: F401
-        HookedModel,
-        ModelInfo,
-        from_hooked_transformer,
-        load_model,
-    )
+
 
 __all__ = [
     "__version__",

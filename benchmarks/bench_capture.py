@@ -15,8 +15,9 @@ import time
 import torch
 from common import add_batches, timed
 
+from addk_interp.core.store import cache_dir
 from addk_interp.hooks.capture import capture_z
-from addk_interp.models.adapter import _load_hf_dir, cache_dir, load_model
+from addk_interp.models.loading import _load_hf_dir, load_model
 
 
 def main():

@@ -42,7 +42,7 @@ def main() -> int:
         task_vectors,
         train_step,
     )
-    from addk_interp.models.adapter import load_model
+    from addk_interp.models.loading import load_model
 
     t0 = time.time()
     model = load_model(args.model)

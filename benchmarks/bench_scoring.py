@@ -13,7 +13,7 @@ import torch
 from common import add_batches, timed
 
 from addk_interp.core.scoring import greedy_correct, score_batch
-from addk_interp.models.adapter import load_model
+from addk_interp.models.loading import load_model
 
 
 def main():

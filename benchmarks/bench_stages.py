@@ -248,9 +248,10 @@ def main() -> int:
     from addk_interp.core.scoring import continuation_mask, evaluate
     from addk_interp.core.tasks import arithmetic_family, sample_family
     from addk_interp.hooks.capture import capture_means
+    from addk_interp.hooks.context import EvalContext
     from addk_interp.hooks.fv import evaluate_fv, head_set_vectors
     from addk_interp.hooks.interventions import default_injection_layer
-    from addk_interp.models.adapter import load_model
+    from addk_interp.models.loading import load_model
 
     t0 = time.time()
     model = load_model(spec)
@@ -518,14 +519,12 @@ def main() -> int:
         times, scan, fc, t_o, (o_base, o_pts), ofc = run_timed(
             bench,
             lambda: recovery_scan(
-                model,
+                EvalContext(model, layer=layer, batch_size=bs),
                 ex_s,
                 m,
                 heads,
                 train_tasks=train,
-                layer=layer,
                 c_max=S.c_max,
-                batch_size=bs,
                 clean=clean_s,
             ),
             orig_scan,
@@ -580,15 +579,13 @@ def main() -> int:
         times, nec, fc, t_o, o_out, ofc = run_timed(
             bench,
             lambda: necessity(
-                model,
+                EvalContext(model, seed=42, batch_size=bs),
                 ex_n,
                 m,
                 train_tasks=train,
                 main=main,
                 selected=selected,
                 n_random=S.n_random,
-                seed=42,
-                batch_size=bs,
                 clean=clean_n,
             ),
             lambda: orig.necessity(model, enc_n, run_abl, hbar_raw, batch_size=bs, timer=timer),
@@ -650,7 +647,7 @@ def main() -> int:
 
         times, res, fc, t_o, (o_cie, _), ofc = run_timed(
             bench,
-            lambda: aie_scan(model, ex_a, m, train_tasks=train, seed=42),
+            lambda: aie_scan(EvalContext(model, seed=42), ex_a, m, train_tasks=train),
             orig_aie,
             rep,
         )

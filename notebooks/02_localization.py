@@ -54,6 +54,7 @@ from _show import show  # plotly figures + a static fallback (PNG or inline HTML
 
 warnings.filterwarnings("ignore", message="IProgress not found")  # progress bars stay off here
 import addk_interp as ai
+from addk_interp.hooks.context import EvalContext
 from addk_interp.hooks.interventions import default_injection_layer
 from addk_interp.localize import cuts
 from addk_interp.localize import gates as G
@@ -242,7 +243,7 @@ selected_heads = list(selected.heads) or scan_heads
 
 scan_ex = ai.sample_family(family, family.train, N_SCAN, SHOTS, seed=SEED, kind="scan")
 scan = HS.recovery_scan(
-    model, scan_ex, means, scan_heads, train_tasks=family.train, layer=LAYER, c_max=C_MAX
+    EvalContext(model, layer=LAYER), scan_ex, means, scan_heads, train_tasks=family.train, c_max=C_MAX
 )
 print(
     f"n_eval={scan.n_eval}, clean {scan.clean_acc:.2f}, all selected {scan.full_selected_acc:.2f}, "
@@ -329,7 +330,7 @@ show(plots.dose_response(scan_json, sets.main.main))
 final = ai.sample_family(family, family.heldout, N_EVAL, SHOTS, seed=SEED, kind="final_eval")
 main = list(sets.main.main)
 evals = HS.headset_evals(
-    model,
+    EvalContext(model, layer=LAYER, seed=SEED),
     final,
     held_means,
     means,
@@ -337,8 +338,6 @@ evals = HS.headset_evals(
     selected=selected_heads,
     main=main,
     raw_coef=fit,
-    layer=LAYER,
-    seed=SEED,
 )
 evals.table()[["condition", "n", "accuracy", "ci_low", "ci_high", "clean_accuracy", "only_clean"]]
 
@@ -350,14 +349,13 @@ ablate = main or [sets.main.leader]
 if not main:
     print("no main heads: ablating the scan leader", sets.main.leader, "(exploratory)")
 nec = HS.necessity(
-    model,
+    EvalContext(model, seed=SEED),
     final,
     means,
     train_tasks=family.train,
     main=ablate,
     selected=selected_heads,
     n_random=N_RANDOM,
-    seed=SEED,
 )
 print(
     f"clean {nec.clean_acc:.2f} → {nec.main_acc:.2f} with {list(nec.main)} mean-ablated; "

@@ -15,7 +15,7 @@ import json
 import sys
 from pathlib import Path
 
-VOLATILE = {"wall_s", "peak_rss_mb", "timing", "status", "code_version"}
+VOLATILE = {"wall_s", "peak_rss_mb", "timing", "status", "code_version", "notes"}
 SKIP = {"done.json", "manifest.json", "run.json", "report.html"}
 
 

@@ -19,7 +19,7 @@ _CACHE = {}
 
 
 def tiny(spec, dtype=torch.float32):
-    from addk_interp.models.adapter import load_model
+    from addk_interp.models.loading import load_model
 
     key = (spec, dtype)
     if key not in _CACHE:

@@ -11,6 +11,7 @@ from addk_interp.analyses.periodic import fit_subspace_from_means
 from addk_interp.core.errors import AddkError
 from addk_interp.core.prompts import encode_examples, make_batches
 from addk_interp.core.tasks import arithmetic_family, sample_family
+from addk_interp.models.adapter import HookedModel
 
 torch.set_num_threads(1)  # the machine's cores are shared
 
@@ -26,17 +27,22 @@ def _orth(d, k, seed=0):
     return q
 
 
-class _Swapped:
-    """A model view whose W_V / W_K / W_Q are replaced (all else delegated)."""
+class _Swapped(HookedModel):
+    """A model view whose W_V / W_K / W_Q are replaced (all else delegated to the wrapped
+    model). A ``HookedModel`` subclass, so the library's beartype-checked ``model`` parameters
+    accept it."""
 
     def __init__(self, model, **weights):
-        self._m = model
-        self._w = weights
+        object.__setattr__(self, "_m", model)
+        object.__setattr__(self, "_w", weights)
 
-    def __getattr__(self, name):
-        if name in self._w:
-            return self._w[name]
-        return getattr(self._m, name)
+    def __getattribute__(self, name):
+        if name in ("_m", "_w", "__class__"):
+            return object.__getattribute__(self, name)
+        w = object.__getattribute__(self, "_w")
+        if name in w:
+            return w[name]
+        return getattr(object.__getattribute__(self, "_m"), name)
 
 
 @pytest.mark.parametrize("spec", TINY)

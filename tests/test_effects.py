@@ -48,7 +48,7 @@ def reference(spec) -> Ref:
 
             hf, _ = load_organism()
         else:
-            from addk_interp.models.adapter import tiny_hf_model, tiny_tokenizer
+            from addk_interp.models.tiny import tiny_hf_model, tiny_tokenizer
 
             hf = tiny_hf_model(spec, len(tiny_tokenizer()), 0)
         _REFS[spec] = Ref(hf)
@@ -293,7 +293,7 @@ def test_bad_positions_and_layers():
 @pytest.mark.integration
 @pytest.mark.parametrize("spec", ["default", "smollm2-135m"])
 def test_real_models_inject_and_head_edit_equal_reference(spec):
-    from addk_interp.models.adapter import (
+    from addk_interp.models.loading import (
         GEMMA_GGUF_SHA256,
         SMOLLM2_GGUF_SHA256,
         _gemma_gguf_path,

@@ -45,7 +45,8 @@ from hypothesis import strategies as st
 from addk_interp.analyses.extraction import extract_heads
 from addk_interp.hooks import interventions as iv
 from addk_interp.hooks.capture import bias_contribution, capture_z, z_hook_name, z_to_outputs
-from addk_interp.models.adapter import from_hf, from_hooked_transformer, tiny_tokenizer
+from addk_interp.models.loading import from_hf, from_hooked_transformer
+from addk_interp.models.tiny import tiny_tokenizer
 
 N = int(os.environ.get("ADDK_FUZZ_EXAMPLES", "12"))
 FEW = N if "ADDK_FUZZ_EXAMPLES" in os.environ else 4  # each further property, fast profile

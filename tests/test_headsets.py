@@ -12,6 +12,7 @@ from addk_interp.core.errors import AddkError
 from addk_interp.core.scoring import evaluate
 from addk_interp.core.tasks import arithmetic_family, sample_family
 from addk_interp.hooks.capture import capture_means
+from addk_interp.hooks.context import EvalContext
 from addk_interp.hooks.fv import evaluate_fv
 from addk_interp.hooks.interventions import mean_ablate, replace_heads
 from addk_interp.localize import aie as A
@@ -59,12 +60,11 @@ def _scan(stack_c=True, heads=HEADS, logprob=True):
     key = ("scan", stack_c, tuple(heads), logprob)
     if key not in _CACHE:
         _CACHE[key] = HS.recovery_scan(
-            tiny(SPEC),
+            EvalContext(tiny(SPEC), layer=LAYER),
             _examples(TRAIN),
             _means(),
             heads,
             train_tasks=TRAIN,
-            layer=LAYER,
             c_max=3,
             stack_c=stack_c,
             logprob=logprob,
@@ -169,7 +169,7 @@ def test_headset_evals_match_explicit_fv_evaluations():
     for h in HEADS:
         raw[h] = 1.0
     res = HS.headset_evals(
-        model,
+        EvalContext(model, layer=LAYER),
         ex,
         held,
         train,
@@ -177,7 +177,6 @@ def test_headset_evals_match_explicit_fv_evaluations():
         selected=HEADS,
         main=HEADS[:2],
         raw_coef=raw,
-        layer=LAYER,
     )
     names = [s.condition for s in res.summary]
     assert names == ["clean", "full_selected", "raw_coef", "main_meanab", "mean_fv", "zero_shot"]
@@ -273,7 +272,7 @@ def test_aie_topk_eval_and_refusals(tmp_path):
     back = A.AIEResult.load(res.save(tmp_path / "aie"), model)
     assert torch.equal(back.aie, res.aie) and back.ranking() == res.ranking()
     ex = _examples(HELDOUT, 2, kind="final_eval")
-    out = A.aie_topk_eval(model, res, ex, held, ks=(3, 1), layer=LAYER)
+    out = A.aie_topk_eval(EvalContext(model, layer=LAYER), res, ex, held, ks=(3, 1))
     top3 = res.top(3)
     ref = evaluate_fv(
         model, ex, {t: sum(held.of(t)[h] for h in top3) for t in HELDOUT}, layer=LAYER

@@ -11,7 +11,7 @@ from addk_interp.core.prompts import encode_examples, make_batches
 from addk_interp.core.scoring import greedy_correct, score_batch
 from addk_interp.core.tasks import arithmetic_family, sample_family
 from addk_interp.hooks.capture import bias_contribution, z_to_outputs
-from addk_interp.models.adapter import _load_hf_dir, load_model
+from addk_interp.models.loading import _load_hf_dir, load_model
 
 pytestmark = pytest.mark.integration
 _M = {}
@@ -33,7 +33,7 @@ def _examples(n_per_task, shots, ks=(1, 2, 5, 10)):
 def test_parity_with_hf(spec):
     m = model(spec)
     hf_dir = m.info.source["sha256"][:16]
-    from addk_interp.models.adapter import cache_dir
+    from addk_interp.core.store import cache_dir
 
     hf, _ = _load_hf_dir(cache_dir() / f"hf-{hf_dir}", torch.float32)
     enc = encode_examples(m, _examples(2, 3))

@@ -375,7 +375,7 @@ def test_batched_fit_and_missing_head():
     assert fits[(1, 0)].head == (1, 0)
     assert np.all(fits[(1, 0)].r2 > 0.98)
     assert np.all(_abs_cos(fits[(1, 0)].directions, u) > 0.99)
-    with pytest.raises(ValueError, match="L2H0 is missing"):
+    with pytest.raises(ValueError, match="L2H0 does not exist"):
         fit_subspaces(means, KS, [(2, 0)])
     means[:, 0, 1, :] = 0.0
     with pytest.raises(ValueError, match="L0H1"):

@@ -12,8 +12,9 @@ import pytest
 import torch
 
 from addk_interp import AddkError
-from addk_interp.models import adapter
-from addk_interp.models.adapter import check_device, load_model
+from addk_interp.core.validate import check_device
+from addk_interp.models import loading
+from addk_interp.models.loading import load_model
 
 NO_CUDA = not torch.cuda.is_available()
 # a CUDA index this machine does not have (cuda:7 on a machine without CUDA)
@@ -60,7 +61,7 @@ def test_load_model_refuses_device_before_any_work(monkeypatch, spec, device):
         "from_hf",
         "from_hooked_transformer",
     ):
-        monkeypatch.setattr(adapter, name, boom)
+        monkeypatch.setattr(loading, name, boom)
     with pytest.raises(AddkError) as e:
         load_model(spec, device=device)
     msg = str(e.value)

@@ -16,6 +16,7 @@ from addk_interp.core.prompts import encode_examples, make_batches
 from addk_interp.core.scoring import evaluate, greedy_decode
 from addk_interp.core.tasks import Example, arithmetic_family, sample_family
 from addk_interp.hooks.capture import capture_means
+from addk_interp.hooks.context import EvalContext
 from addk_interp.hooks.fv import evaluate_fv
 from addk_interp.hooks.interventions import inject
 from addk_interp.localize import headsets as HS
@@ -92,7 +93,13 @@ def _run(**kw):
         batch_size=16,
     )
     args.update(kw)
-    return P.projection_tests(tiny(SPEC), _examples(), _means("heldout"), _means("train"), **args)
+    return P.projection_tests(_ctx(args), _examples(), _means("heldout"), _means("train"), **args)
+
+
+def _ctx(args: dict) -> EvalContext:
+    """Split the evaluation-context fields out of ``args`` (in place) into an EvalContext."""
+    fields = ("fmt", "batch_size", "layer", "seed", "path", "verbose")
+    return EvalContext(tiny(SPEC), **{f: args.pop(f) for f in fields if f in args})
 
 
 def _result():
@@ -280,7 +287,7 @@ def test_decompose_errors_counts():
 def test_non_numeric_labels_skip_the_decomposition():
     ex = [dataclasses.replace(e, answer="ab") for e in _examples()[:3]]
     res = P.projection_tests(
-        tiny(SPEC),
+        EvalContext(tiny(SPEC), layer=LAYER),
         ex,
         _means("heldout"),
         _means("train"),
@@ -290,7 +297,6 @@ def test_non_numeric_labels_skip_the_decomposition():
         train_tasks=TRAIN,
         fits=_fits(),
         arms=["onto_unit"],
-        layer=LAYER,
     )
     assert "non-numeric labels" in res.errors_reason
     assert all(s.errors is None for s in res.summaries)
@@ -393,7 +399,7 @@ def test_projection_tests_refuses_bad_input(kw, match):
     )
     args.update(kw)
     with pytest.raises(AddkError, match=match):
-        P.projection_tests(tiny(SPEC), ex, _means("heldout"), _means("train"), **args)
+        P.projection_tests(_ctx(args), ex, _means("heldout"), _means("train"), **args)
 
 
 def test_refuses_fit_of_another_head_and_missing_eval_means():
@@ -403,7 +409,7 @@ def test_refuses_fit_of_another_head_and_missing_eval_means():
     ex = [Example("add3", 3, (("1", "4"),), "2", "5")]
     with pytest.raises(AddkError, match="no evaluation means"):
         P.projection_tests(
-            tiny(SPEC),
+            EvalContext(tiny(SPEC), layer=LAYER),
             ex,
             _means("heldout"),
             _means("train"),
@@ -412,7 +418,6 @@ def test_refuses_fit_of_another_head_and_missing_eval_means():
             selected=SELECTED,
             train_tasks=TRAIN,
             arms=["onto_unit"],
-            layer=LAYER,
         )
 
 
@@ -422,7 +427,7 @@ def test_paired_counts_and_default_arms():
     assert P.paired_counts(ok, ref) == (2, 1)
     assert P.paired_counts(ref, ok) == (1, 2)
     res = P.projection_tests(
-        tiny(SPEC),
+        EvalContext(tiny(SPEC), layer=LAYER),
         _examples()[:2],
         _means("heldout"),
         _means("train"),
@@ -431,7 +436,6 @@ def test_paired_counts_and_default_arms():
         selected=SELECTED,
         train_tasks=TRAIN,
         fits=_fits(),
-        layer=LAYER,
         decompose=False,
         center="fit",
     )

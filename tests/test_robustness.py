@@ -28,6 +28,7 @@ from conftest import _CACHE, TINY, tiny
 
 from addk_interp.cli.main import main
 from addk_interp.core.errors import AddkError
+from addk_interp.hooks.context import EvalContext
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,7 +49,7 @@ def _one_thread():
 def cached_models(monkeypatch):
     """CLI commands load their model by spec; serve tiny models / the organism from the
     conftest cache so each CLI case does not pay a model load."""
-    import addk_interp.models.adapter as models
+    import addk_interp.models.loading as models
 
     real = models.load_model
 
@@ -67,7 +68,7 @@ def cached_models(monkeypatch):
 @pytest.fixture
 def no_model_load(monkeypatch):
     """Inputs that can be validated without a model must be refused before one is loaded."""
-    import addk_interp.models.adapter as models
+    import addk_interp.models.loading as models
 
     def load(*a, **kw):
         raise AssertionError("a model was loaded before the inputs were validated")
@@ -560,7 +561,7 @@ def _headset_evals_refuse_foreign_fit(fit_of_llama):
     ex = sample_family(_gate_family(), ["add2"], 2, 2, seed=3, kind="final_eval")
     with pytest.raises(AddkError, match="gate fit of model fingerprint"):
         headset_evals(
-            gqa,
+            EvalContext(gqa, layer=1),
             ex,
             _capture("tiny-llama-gqa", ["add2"]),
             _capture("tiny-llama-gqa", TRAIN),
@@ -568,7 +569,6 @@ def _headset_evals_refuse_foreign_fit(fit_of_llama):
             selected=[(0, 1), (2, 3)],
             main=[(0, 1)],
             raw_coef=fit_of_llama,
-            layer=1,
         )
 
 
@@ -740,7 +740,7 @@ Run(RunConfig(**cfg), out, verbose=False).execute()
 _RUN_CFG = dict(
     model="tiny-llama", k="1-4", shots=2, n_eval=2, n_capture=2, preset="quick", batch_size=8
 )
-_VOLATILE = {"wall_s", "peak_rss_mb", "timing", "status"}
+_VOLATILE = {"wall_s", "peak_rss_mb", "timing", "status", "notes"}  # notes: timings, resume point
 
 
 def _norm(o):
@@ -861,7 +861,7 @@ EVIL_TASKS = ["<script>alert(1)<\\script>", "<b onmouseover=alert(2)>x"]
 def test_report_escapes_task_and_model_names(tmp_path):
     """Task names are JSON file stems ('/' cannot occur, so '</script>' cannot either); the model
     name is a local model directory's name. Neither may reach report.html unescaped."""
-    from addk_interp.models.adapter import tiny_hf_model, tiny_tokenizer
+    from addk_interp.models.tiny import tiny_hf_model, tiny_tokenizer
     from addk_interp.pipeline.run import Run, RunConfig
 
     mdir = tmp_path / EVIL_MODEL
@@ -943,7 +943,7 @@ def test_task_files_untrusted(capsys, tmp_path):
 
 
 def test_load_model_device_and_dtype_refused_in_the_api():
-    from addk_interp.models.adapter import load_model
+    from addk_interp.models.loading import load_model
 
     with pytest.raises(AddkError, match="unknown device"):
         load_model("tiny-llama", device="bogus")
@@ -993,7 +993,7 @@ def test_run_directory_heals_missing_or_changed_outputs(tmp_path):
 
 def test_untrusted_files_give_one_line_errors(capsys, tmp_path):
     from addk_interp.hooks.capture import HeadMeans
-    from addk_interp.models.adapter import load_model
+    from addk_interp.models.loading import load_model
 
     bad_cfg = tmp_path / "badcfg"
     bad_cfg.mkdir()

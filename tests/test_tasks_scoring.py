@@ -26,7 +26,8 @@ from addk_interp.core.tasks import (
     sample_examples,
     sample_family,
 )
-from addk_interp.models.adapter import kv_head_index, load_model
+from addk_interp.models.adapter import kv_head_index
+from addk_interp.models.loading import load_model
 
 
 def test_paper_split_and_families():

@@ -1,4 +1,4 @@
-"""OV and QK circuits of selected heads, GQA-correct (paper_spec §5 and §6.1/§6.3 mechanics).
+"""OV and QK circuits of selected heads, GQA-correct (docs/method.md §5 and §6.1/§6.3 mechanics).
 
 Step of the method: reading the aggregation subspaces of §5 through the weights. For head
 (l, h) with kv = kv(h) (``HookedModel.kv_head``; each query head reads its KV head's W_K, W_V):
@@ -51,6 +51,7 @@ from addk_interp.analyses.extraction import (
 from addk_interp.core.errors import AddkError
 from addk_interp.core.heads import HeadLike as Head  # the one head type: Head or (l, h)
 from addk_interp.core.prompts import PromptBatch
+from addk_interp.models.adapter import HookedModel
 
 __all__ = [
     "LabelVectors",
@@ -99,7 +100,7 @@ def _label_numbers(batch: PromptBatch, row: int) -> list[int]:
 # ----------------------------------------------------------------------------- inputs
 
 
-def attention_input_hook(model, layer: int) -> str:
+def attention_input_hook(model: HookedModel, layer: int) -> str:
     """The hook holding the attention layer's input x_t (see module docstring)."""
     if not 0 <= layer < model.n_layers:
         raise AddkError(f"layer {layer} outside 0..{model.n_layers - 1}")
@@ -108,7 +109,7 @@ def attention_input_hook(model, layer: int) -> str:
     return f"blocks.{layer}.ln1.hook_normalized"
 
 
-def _finish_input(model, layer: int, x: Tensor) -> Tensor:
+def _finish_input(model: HookedModel, layer: int, x: Tensor) -> Tensor:
     if model.backend == "bridge":
         return x
     ln = model.model.blocks[layer].ln1
@@ -121,7 +122,7 @@ def _finish_input(model, layer: int, x: Tensor) -> Tensor:
 
 
 def attention_inputs(
-    model, tokens: Int[Tensor, "batch pos"], layers: Sequence[int], fwd_hooks=()
+    model: HookedModel, tokens: Int[Tensor, "batch pos"], layers: Sequence[int], fwd_hooks=()
 ) -> dict[int, Float[Tensor, "batch pos d_model"]]:
     """The attention input x_t of each requested layer (x_t W_V[kv] + b_V = ``hook_v``)."""
     layers = sorted(set(int(layer) for layer in layers))
@@ -135,7 +136,7 @@ def attention_inputs(
     }
 
 
-def ln1_normalize(model, layer: int, x: Float[Tensor, "n d_model"]) -> Float[Tensor, "n d_model"]:
+def ln1_normalize(model: HookedModel, layer: int, x: Float[Tensor, "n d_model"]) -> Float[Tensor, "n d_model"]:
     """Apply layer ``layer``'s own pre-attention norm module to arbitrary residual vectors."""
     ln = model.model.blocks[layer].ln1
     with torch.no_grad():
@@ -147,7 +148,7 @@ def ln1_normalize(model, layer: int, x: Float[Tensor, "n d_model"]) -> Float[Ten
 
 
 def ov_apply(
-    model,
+    model: HookedModel,
     head: Head,
     x: Float[Tensor, "n d_model"],
     *,
@@ -172,7 +173,7 @@ def ov_apply(
 
 
 def ov_coordinates(
-    model,
+    model: HookedModel,
     head: Head,
     x: Float[Tensor, "n d_model"],
     basis,
@@ -190,7 +191,7 @@ def ov_coordinates(
     return (out @ as_basis(basis, out.shape[-1]).to(out.device)).cpu()
 
 
-def number_token_ids(model, numbers: Sequence[int], which: str = "single") -> list[int]:
+def number_token_ids(model: HookedModel, numbers: Sequence[int], which: str = "single") -> list[int]:
     """Token id of each number's decimal string (no BOS).
 
     ``which="single"`` refuses numbers that are not one token; ``"last"`` takes the last token
@@ -213,7 +214,7 @@ def number_token_ids(model, numbers: Sequence[int], which: str = "single") -> li
 
 
 def number_embeddings(
-    model, numbers: Sequence[int], which: str = "single"
+    model: HookedModel, numbers: Sequence[int], which: str = "single"
 ) -> Float[Tensor, "n d_model"]:
     """Rows of W_E for the numbers' tokens (raw embeddings, before any scaling or norm)."""
     ids = number_token_ids(model, numbers, which)
@@ -252,7 +253,7 @@ def _per_number(numbers: Sequence[int], coords: np.ndarray) -> tuple[np.ndarray,
 
 
 def ov_embedding_map(
-    model,
+    model: HookedModel,
     head: Head,
     numbers: Sequence[int],
     basis,
@@ -300,7 +301,7 @@ class LabelVectors:
 
 
 def label_vectors(
-    model,
+    model: HookedModel,
     batches: PromptBatch | Sequence[PromptBatch],
     layer: int,
     *,
@@ -337,7 +338,7 @@ def label_vectors(
 
 
 def ov_label_map(
-    model,
+    model: HookedModel,
     head: Head,
     batches: PromptBatch | Sequence[PromptBatch] | LabelVectors,
     basis,
@@ -416,7 +417,7 @@ def decompose_ov(
 
 
 def qk_bilinear(
-    model,
+    model: HookedModel,
     head: Head,
     queries: Float[Tensor, "nq d_model"],
     keys: Float[Tensor, "nk d_model"],
@@ -489,7 +490,7 @@ class QKProfile:
 
 
 def qk_role_profile(
-    model,
+    model: HookedModel,
     batches: PromptBatch | Sequence[PromptBatch],
     head: Head,
     *,

@@ -1,4 +1,4 @@
-"""Per-demonstration offset read-out and the self-correction experiment (paper_spec §6.4–6.5).
+"""Per-demonstration offset read-out and the self-correction experiment (docs/method.md §6.4–6.5).
 
 The original authors released no code for either claim; this is a documented reconstruction on
 top of the aggregation / extraction identity of §6.1 (``analyses.extraction``). Notation: head
@@ -66,6 +66,7 @@ from addk_interp.core.errors import AddkError
 from addk_interp.core.heads import HeadLike as Head  # the one head type: Head or (l, h)
 from addk_interp.core.scoring import bootstrap_ci, evaluate
 from addk_interp.core.tasks import Example, PromptFormat
+from addk_interp.models.adapter import HookedModel
 
 __all__ = [
     "OffsetReadout",
@@ -325,7 +326,7 @@ def mixed_offset_examples(
     return out
 
 
-def _label_arrays(model, head, examples, fmt, basis, batch_size):
+def _label_arrays(model: HookedModel, head, examples, fmt, basis, batch_size):
     """Per example: label coords [S, r] (last token), pooled α [S], pooled c-vectors."""
     b = torch.as_tensor(basis, dtype=torch.float64)
     per: list[dict[str, Any] | None] = [None] * len(examples)
@@ -350,7 +351,7 @@ def _label_arrays(model, head, examples, fmt, basis, batch_size):
 
 
 def offset_readout(
-    model,
+    model: HookedModel,
     head: Head,
     examples: Sequence[Example],
     reference: OffsetReference,
@@ -504,7 +505,7 @@ def _strip(d: dict) -> dict:
 
 
 def self_correction(
-    model,
+    model: HookedModel,
     head: Head,
     examples: Sequence[Example],
     means,

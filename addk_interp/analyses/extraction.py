@@ -1,6 +1,6 @@
 """Aggregation / extraction: per-token extracted signals, token-group shares, label peaking.
 
-Step of the method: paper_spec §6.1–6.3 (paper §5). For head (l, h), prompt p with final
+Step of the method: docs/method.md §6.1–6.3 (paper §5). For head (l, h), prompt p with final
 position T, query-row attention α_t = α_{T,t} (``hook_pattern``) and kv = kv(h) (the GQA map of
 ``HookedModel.kv_head``):
 
@@ -52,11 +52,13 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from addk_interp.core.errors import AddkError
-from addk_interp.core.heads import HeadLike as Head  # the one head type: Head or (l, h)
+from addk_interp.core.heads import HeadLike as Head
+from addk_interp.core.heads import check_heads  # the one head type: Head or (l, h)
 from addk_interp.core.prompts import PromptBatch, encode_examples, make_batches
 from addk_interp.core.scoring import bootstrap_ci
 from addk_interp.core.tasks import GROUP_BOS, Example, PromptFormat
 from addk_interp.hooks.capture import z_to_outputs
+from addk_interp.models.adapter import HookedModel
 
 __all__ = [
     "DEGENERATE_EPS",
@@ -131,21 +133,13 @@ def _demo_index(name: str) -> int | None:
 # ----------------------------------------------------------------------------- helpers
 
 
-def check_head(model, head: Head) -> Head:
-    """Validate a (layer, head) pair against the model; AddkError if it does not exist."""
-    try:
-        layer, h = int(head[0]), int(head[1])
-    except (TypeError, ValueError, IndexError):
-        raise AddkError(f"bad head {head!r}: expected (layer, head)") from None
-    if not (0 <= layer < model.n_layers and 0 <= h < model.n_heads):
-        raise AddkError(
-            f"head L{layer}H{h} does not exist (model has {model.n_layers} layers × "
-            f"{model.n_heads} heads)"
-        )
-    return layer, h
+def check_head(model: HookedModel, head: Head) -> Head:
+    """Validate a (layer, head) pair against the model (``core.heads.check_heads``)."""
+    (out,) = check_heads([head], model.n_layers, model.n_heads)
+    return out
 
 
-def value_hook_index(model, head: int, n_value_heads: int) -> int:
+def value_hook_index(model: HookedModel, head: int, n_value_heads: int) -> int:
     """Index into ``hook_v``'s head axis for query head ``head``.
 
     ``hook_v`` is per KV head on the bridge and on classic GQA models ([..., kv_head, d_head]);
@@ -162,7 +156,7 @@ def value_hook_index(model, head: int, n_value_heads: int) -> int:
     )
 
 
-def attention_bias(model, layer: int, head: int, kind: str = "V") -> Float[Tensor, " d_head"]:
+def attention_bias(model: HookedModel, layer: int, head: int, kind: str = "V") -> Float[Tensor, " d_head"]:
     """b_Q of query head ``head``, or b_K / b_V of the KV head it reads; zeros when absent.
 
     Classic models keep GQA key/value biases per KV head (``_b_K``/``_b_V``); the bridge
@@ -191,7 +185,7 @@ def attention_bias(model, layer: int, head: int, kind: str = "V") -> Float[Tenso
     return b[value_hook_index(model, head, b.shape[0])].detach()
 
 
-def value_bias(model, layer: int, head: int) -> Float[Tensor, " d_head"]:
+def value_bias(model: HookedModel, layer: int, head: int) -> Float[Tensor, " d_head"]:
     """b_V of the KV head that query head ``head`` reads (zeros when the model has none)."""
     return attention_bias(model, layer, head, "V")
 
@@ -355,7 +349,7 @@ def _batch_meta(batch: PromptBatch):
 
 
 def _from_acts(
-    model,
+    model: HookedModel,
     head: Head,
     acts: dict[str, Tensor],
     query_pos: int,
@@ -411,7 +405,7 @@ def _from_acts(
 
 
 def extract_heads(
-    model,
+    model: HookedModel,
     batch: PromptBatch | Int[Tensor, "batch pos"],
     heads: Sequence[Head],
     *,
@@ -450,7 +444,7 @@ def extract_heads(
 
 
 def extract_head(
-    model,
+    model: HookedModel,
     batch: PromptBatch | Int[Tensor, "batch pos"],
     head: Head,
     *,
@@ -463,7 +457,7 @@ def extract_head(
 
 
 def iter_extractions(
-    model,
+    model: HookedModel,
     examples: Sequence[Example],
     heads: Sequence[Head],
     fmt: str | PromptFormat = "arrow",

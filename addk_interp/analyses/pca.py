@@ -1,4 +1,4 @@
-"""Per-head PCA over per-task mean head outputs (paper_spec §5.1; feeds §5.2 and §5.4.1).
+"""Per-head PCA over per-task mean head outputs (docs/method.md §5.1; feeds §5.2 and §5.4.1).
 
 For one attention head (l, h) the data matrix X has one row per task: the per-task mean
 head output z_k[l, h] of §3.1 (a d_model vector), for the task parameter k (the add-k
@@ -36,7 +36,8 @@ import torch
 from jaxtyping import Float, Float64, Int, Real
 
 from addk_interp.core.errors import AddkError
-from addk_interp.core.heads import HeadLike as Head  # the one head type: Head or (l, h)
+from addk_interp.core.heads import HeadLike as Head
+from addk_interp.core.heads import check_heads  # the one head type: Head or (l, h)
 
 __all__ = [
     "DEFAULT_THRESHOLD",
@@ -328,24 +329,12 @@ def fit_head_pca(
 def _check_heads(
     heads: Sequence[Head], n_layer: int, n_head: int, shape: tuple[int, ...]
 ) -> list[Head]:
-    checked: list[Head] = []
-    for head in heads:
-        try:
-            layer, h = head
-        except (TypeError, ValueError) as exc:
-            raise AddkError(f"head {head!r} is not a (layer, head) pair") from exc
-        ok = all(isinstance(i, int | np.integer) and not isinstance(i, bool) for i in (layer, h))
-        if not ok:
-            raise AddkError(f"head {head!r} is not a pair of ints")
-        if not (0 <= layer < n_layer and 0 <= h < n_head):
-            raise AddkError(
-                f"head {head_label((int(layer), int(h)))} is missing: means has "
-                f"shape {shape} (layers 0..{n_layer - 1}, heads 0..{n_head - 1})"
-            )
-        checked.append((int(layer), int(h)))
-    if not checked:
-        raise AddkError("no heads requested")
-    return checked
+    """Heads inside the means' [layer, head] grid (``core.heads.check_heads``), at least one."""
+    try:
+        out = check_heads(heads, n_layer, n_head, allow_empty=False, what="fit")
+    except AddkError as e:
+        raise AddkError(f"{e} (means has shape {shape})") from None
+    return [(int(a), int(b)) for a, b in out]
 
 
 def slice_head(

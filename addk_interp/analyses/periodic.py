@@ -1,4 +1,4 @@
-"""Periodic / magnitude subspace fit of per-head PCA coordinates (paper_spec §5.2, §5.4.2).
+"""Periodic / magnitude subspace fit of per-head PCA coordinates (docs/method.md §5.2, §5.4.2).
 
 Given a head's PCA (§5.1, :mod:`addk_interp.analyses.pca`; rows in ascending k) with top-n
 principal axes P [d_model, component] and centered coordinates C = (X - mu) P [task, component],

@@ -1,6 +1,6 @@
 """Causal subspace tests: one main head's FV term projected onto / out of a fitted subspace.
 
-Step of the method: paper_spec §5.4.2 (the paper appendix's "onto" / "out-of" arms), run after
+Step of the method: docs/method.md §5.4.2 (the paper appendix's "onto" / "out-of" arms), run after
 the recovery scan (§4.1–§4.3: the main heads and each head's best coefficient c*) and the
 periodic fit (§5.2: ``periodic.SubspaceFit``, its bases). Notation as in
 ``localize.headsets``: S = selected heads, mean_t[h] = mean output of head h on task t
@@ -75,6 +75,7 @@ from addk_interp.core.prompts import encode_examples, make_batches
 from addk_interp.core.scoring import bootstrap_ci, greedy_decode
 from addk_interp.core.tasks import Example, manifest_hash
 from addk_interp.hooks.capture import HeadMeans
+from addk_interp.hooks.context import EvalContext
 from addk_interp.hooks.interventions import check_basis, default_injection_layer, inject
 from addk_interp.hooks.runners import InjectionRunner
 from addk_interp.localize.headsets import (
@@ -85,6 +86,7 @@ from addk_interp.localize.headsets import (
     headset_vectors,
 )
 from addk_interp.localize.selectors import MainSetResult, SignificantSetResult, head_key
+from addk_interp.models.adapter import HookedModel
 
 __all__ = [
     "CONTROL_ARMS",
@@ -536,7 +538,7 @@ def _check_fit(head: Head, fit: SubspaceFit | None, d_model: int) -> None:
 
 
 def _decode_wrong(
-    model,
+    model: HookedModel,
     encoded: list,
     idx: list[int],
     vectors: Float[Tensor, "example d_model"] | None,
@@ -561,7 +563,7 @@ def _decode_wrong(
 
 
 def projection_tests(
-    model,
+    ctx: EvalContext | HookedModel,
     examples: list[Example],
     means: HeadMeans,
     train_means: HeadMeans,
@@ -575,15 +577,9 @@ def projection_tests(
     | Mapping[Head, Sequence[str | ProjectionArm]]
     | None = None,
     center: str = "train",
-    layer: int | None = None,
-    fmt="arrow",
-    batch_size: int = 64,
-    path: str = "auto",
-    seed: int = 0,
     n_boot: int = 2000,
     decompose: bool = True,
     decode_extra: int = 2,
-    verbose: bool = False,
 ) -> ProjectionResult:
     """Projection arms of §5.4.2 for each main head (see module docstring).
 
@@ -599,6 +595,14 @@ def projection_tests(
     ``InjectionRunner`` forward path (auto / upper / full). ``decode_extra``: tokens decoded
     past the answer length for the error decomposition (``decompose=False`` skips it).
     """
+    ctx = EvalContext.of(ctx)
+    model = ctx.model
+    fmt = ctx.fmt
+    batch_size = ctx.batch_size
+    layer = ctx.layer
+    seed = ctx.seed
+    path = ctx.path
+    verbose = ctx.verbose
     sel = checked_heads(model, selected, "project")
     mains = checked_heads(model, heads, "project")
     outside = sorted(set(mains) - set(sel))

@@ -1,6 +1,6 @@
 """Per-head subspace summary for the pipeline: PCA, periodic fit, periodogram, angles.
 
-Step of the method: paper_spec §5.1–5.2 applied to the analysis heads of a run. Uses the
+Step of the method: docs/method.md §5.1–5.2 applied to the analysis heads of a run. Uses the
 per-task means of training and held-out tasks together (spec §5.1, corrected pipeline: 25 + 5
 tasks), rows ordered by k. Cost: one SVD of a [task, d_model] matrix per head plus a phase
 search (~0.1 s per head).

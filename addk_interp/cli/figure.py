@@ -30,7 +30,7 @@ def _cmd(a) -> int:
     if not (out / "run.json").is_file():
         raise AddkError(f"{out} holds no addk-interp run (no run.json)")
     dest = Path(a.out) if a.out else out / "figures" / f"{a.slug}.html"
-    from addk_interp.core.errors import check_writable_dir
+    from addk_interp.core.validate import check_writable_dir
     from addk_interp.pipeline.run import Run, RunConfig
 
     check_writable_dir(dest.parent)

@@ -1,6 +1,6 @@
 """``addk-interp fv``: evaluate a function vector built from a head set.
 
-Step of the method: paper_spec §3.2 / §4.5. Means are captured on training tasks (kind
+Step of the method: docs/method.md §3.2 / §4.5. Means are captured on training tasks (kind
 ``activation``) and on held-out tasks from separately seeded prompts (``heldout_activation``),
 or loaded from a saved ``HeadMeans`` file (fingerprint-checked); FV accuracy is scored on
 ``final_eval`` prompts of the held-out tasks, paired with their clean n-shot accuracy.
@@ -36,14 +36,15 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from addk_interp.core.errors import AddkError, check_count, check_seed
+    from addk_interp.core.errors import AddkError
     from addk_interp.core.scoring import accuracy_table, bootstrap_ci, evaluate
     from addk_interp.core.store import write_table
     from addk_interp.core.tasks import arithmetic_family, parse_k_range, sample_family
+    from addk_interp.core.validate import check_count, check_seed
     from addk_interp.hooks.capture import HeadMeans, capture_means
     from addk_interp.hooks.fv import check_means_model, evaluate_fv, head_set_vectors
     from addk_interp.hooks.interventions import check_heads, default_injection_layer, parse_heads
-    from addk_interp.models.adapter import load_model
+    from addk_interp.models.loading import load_model
 
     check_count(args.n, "--n")
     check_count(args.n_capture, "--n-capture")

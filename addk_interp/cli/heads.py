@@ -1,6 +1,6 @@
 """``addk-interp heads --scan FILE``: apply the head-set selectors to a saved recovery scan.
 
-Step of the method: paper_spec §4.2–4.4 (significant set, main set, weak rule), on a scan in
+Step of the method: docs/method.md §4.2–4.4 (significant set, main set, weak rule), on a scan in
 the released JSON format (ours or the original authors'). Cost: milliseconds.
 """
 

@@ -14,7 +14,8 @@ import os
 import sys
 from pathlib import Path
 
-from addk_interp.core.errors import AddkError, check_count, check_seed, check_task_files
+from addk_interp.core.errors import AddkError
+from addk_interp.core.validate import check_count, check_seed, check_task_files
 
 
 def _family(args):
@@ -36,7 +37,7 @@ def _shots(text: str) -> list[int]:
 
 
 def cmd_info(args) -> int:
-    from addk_interp.models.adapter import load_model
+    from addk_interp.models.loading import load_model
 
     m = load_model(args.model, backend=args.backend)
     info = m.info.to_dict()
@@ -119,6 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
         "addk_interp.cli.summary",
         "addk_interp.cli.validate",
         "addk_interp.cli.figure",
+        "addk_interp.cli.sweep",
     ):
         importlib.import_module(extra).add_parser(sub)
     return p

@@ -5,8 +5,8 @@ from addk_interp._lazy import lazy_namespace
 
 _EXPORTS = {
     "AddkError": "errors",
-    "check_count": "errors",
-    "check_seed": "errors",
+    "check_count": "validate",
+    "check_seed": "validate",
     "Head": "heads",
     "HeadLike": "heads",
     "head_str": "heads",

@@ -9,6 +9,7 @@ is refused with a one-line ``AddkError``. Cost: negligible.
 
 from __future__ import annotations
 
+import numbers
 import re
 from collections.abc import Iterable
 from typing import Any, NamedTuple
@@ -43,7 +44,8 @@ class Head(NamedTuple):
             return cls(int(m.group(1)), int(m.group(2)))
         if isinstance(value, list | tuple) and len(value) == 2:
             a, b = value
-            if all(isinstance(x, int) and not isinstance(x, bool) for x in (a, b)):
+            if all(isinstance(x, numbers.Integral) and not isinstance(x, bool) for x in (a, b)):
+                a, b = int(a), int(b)  # numpy integers too
                 if a < 0 or b < 0:
                     raise AddkError(f"head {value!r} has a negative index")
                 return cls(a, b)
@@ -77,4 +79,24 @@ def unique_heads(heads: Iterable[Any]) -> list[Head]:
         if h in seen:
             raise AddkError(f"head {h} is listed twice")
         seen.add(h)
+    return out
+
+
+def check_heads(
+    heads: Iterable[Any],
+    n_layers: int,
+    n_heads: int,
+    *,
+    allow_empty: bool = True,
+    allow_duplicates: bool = True,
+    what: str = "",
+) -> list[Head]:
+    """The one head validator: parse every value (``Head.parse``), check it exists in a model of
+    ``n_layers`` × ``n_heads``, optionally refuse duplicates and an empty list (``what`` names the
+    operation in the message)."""
+    out = [Head.parse(h).check(n_layers, n_heads) for h in heads]
+    if not allow_duplicates:
+        out = unique_heads(out)
+    if not out and not allow_empty:
+        raise AddkError(f"no heads given; nothing to {what or 'do'}")
     return out

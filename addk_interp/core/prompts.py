@@ -1,6 +1,6 @@
 """Prompts -> tokens: offsets-based part mapping and length-bucketed batches (no padding).
 
-Step of the method: paper_spec §1.3–1.5 (tokenization and batching of few-shot prompts).
+Step of the method: docs/method.md §1.3–1.5 (tokenization and batching of few-shot prompts).
 The text ``prompt + answer + out_sep`` is tokenized once with character offsets; tokens ending
 inside the prompt are the prompt, tokens inside the answer span are the answer. A token that
 crosses the prompt/answer or answer/separator boundary means the format's separators merge with

@@ -1,6 +1,6 @@
 """Scoring: teacher-forced exact match with a terminator check, and a greedy reference.
 
-Step of the method: paper_spec §1.5, with its leniencies fixed. One forward over
+Step of the method: docs/method.md §1.5, with its leniencies fixed. One forward over
 ``prompt + answer`` gives logits at positions P-1 .. P+A-1 only. An example is correct iff the
 argmax at every answer position is the answer token (multi-token answers included) AND the
 argmax after the answer does not continue it (its text does not start with a letter or digit),

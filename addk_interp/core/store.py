@@ -137,3 +137,14 @@ def read_tensors(path, expect: dict | None = None) -> tuple[dict[str, torch.Tens
                 "comes from another model / configuration and will not be used"
             )
     return tensors, meta
+
+
+def cache_dir() -> Path:
+    """Where converted weights and tokenizers are cached: ``$ADDK_INTERP_CACHE`` or
+    ``~/.cache/addk_interp`` (created)."""
+    import os
+
+    root = os.environ.get("ADDK_INTERP_CACHE") or Path.home() / ".cache" / "addk_interp"
+    p = Path(root)
+    p.mkdir(parents=True, exist_ok=True)
+    return p

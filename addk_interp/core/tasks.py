@@ -1,6 +1,6 @@
 """Tasks: few-shot function families, fixed splits, prompt formats and seeded sampling.
 
-Step of the method: paper_spec §1. A task maps inputs x to outputs y (add-k: y = x + k for
+Step of the method: docs/method.md §1. A task maps inputs x to outputs y (add-k: y = x + k for
 x = 1..100). A family is a set of tasks with a fixed train / held-out split (add-k held-out
 k = 20, 2, 27, 16, 21). A prompt is n demonstrations ``in_pre x in_sep out_pre y out_sep`` and a
 query ``in_pre x in_sep out_pre``; the answer is y of the query.
@@ -22,7 +22,8 @@ import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from addk_interp.core.errors import AddkError, compress_ints
+from addk_interp.core.errors import AddkError
+from addk_interp.core.validate import compress_ints
 
 # --------------------------------------------------------------------------- formats
 

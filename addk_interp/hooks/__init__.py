@@ -5,6 +5,7 @@ runners the localization stages share."""
 from addk_interp._lazy import lazy_namespace
 
 _EXPORTS = {
+    "EvalContext": "context",
     "HeadMeans": "capture",
     "capture_means": "capture",
     "capture_z": "capture",

@@ -1,6 +1,6 @@
 """Per-head outputs at chosen positions, and streaming per-task means (``HeadMeans``).
 
-Step of the method: paper_spec §3.1 (the "z-cache"). A head's output is its exact additive
+Step of the method: docs/method.md §3.1 (the "z-cache"). A head's output is its exact additive
 contribution to the residual stream at position t in the same run:
 
     pre-norm (Llama):   o_h = z_h[t] @ W_O[l, h]                     (+ b_O once per layer)
@@ -31,6 +31,7 @@ from addk_interp.core.errors import AddkError
 from addk_interp.core.prompts import encode_examples, make_batches
 from addk_interp.core.store import read_tensors, write_tensors
 from addk_interp.core.tasks import Example, manifest_hash
+from addk_interp.models.adapter import HookedModel
 
 
 def z_hook_name(layer: int) -> str:
@@ -43,7 +44,7 @@ def _wide(dtype: torch.dtype) -> torch.dtype:
 
 
 def _raw_and_scale(
-    model, layer: int, z: Float[Tensor, "batch head d_head"]
+    model: HookedModel, layer: int, z: Float[Tensor, "batch head d_head"]
 ) -> tuple[Float[Tensor, "batch head d_model"], Float[Tensor, "batch d_model"] | None]:
     """Raw per-head outputs z·W_O and, on post-norm models, the run's scale g / rms(total).
 
@@ -61,7 +62,7 @@ def _raw_and_scale(
 
 
 def z_to_outputs(
-    model, layer: int, z: Float[Tensor, "batch head d_head"]
+    model: HookedModel, layer: int, z: Float[Tensor, "batch head d_head"]
 ) -> Float[Tensor, "batch head d_model"]:
     """Per-head additive residual contributions of one layer from its ``hook_z`` rows."""
     o, scale = _raw_and_scale(model, layer, z)
@@ -70,7 +71,7 @@ def z_to_outputs(
     return (o.to(scale.dtype) * scale[:, None, :]).to(o.dtype)
 
 
-def bias_contribution(model, layer: int, z: Float[Tensor, "batch head d_head"]):
+def bias_contribution(model: HookedModel, layer: int, z: Float[Tensor, "batch head d_head"]):
     """The bias part of the residual increment (zero for bias-free models)."""
     _, scale = _raw_and_scale(model, layer, z)
     if scale is None:
@@ -79,7 +80,7 @@ def bias_contribution(model, layer: int, z: Float[Tensor, "batch head d_head"]):
 
 
 def capture_z(
-    model,
+    model: HookedModel,
     tokens: Int[Tensor, "batch pos"],
     positions: list[int] | int,
     fwd_hooks=(),
@@ -96,7 +97,7 @@ def capture_z(
 
 
 def head_outputs(
-    model, tokens: Int[Tensor, "batch pos"], position: int, fwd_hooks=()
+    model: HookedModel, tokens: Int[Tensor, "batch pos"], position: int, fwd_hooks=()
 ) -> Float[Tensor, "batch layer head d_model"]:
     """Per-head residual contributions at one position (see module docstring)."""
     z = capture_z(model, tokens, position, fwd_hooks)[:, 0]
@@ -141,7 +142,7 @@ class HeadMeans:
         )
 
     @classmethod
-    def load(cls, path, model=None, expect: dict | None = None) -> HeadMeans:
+    def load(cls, path, model: HookedModel=None, expect: dict | None = None) -> HeadMeans:
         want = dict(expect or {})
         if model is not None:
             want["model_fingerprint"] = model.info.fingerprint
@@ -151,7 +152,7 @@ class HeadMeans:
 
 
 def capture_means(
-    model,
+    model: HookedModel,
     examples: list[Example],
     fmt="arrow",
     *,

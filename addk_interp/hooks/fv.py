@@ -1,6 +1,6 @@
 """Function vectors: build FV_t = Σ_h c_h · mean_t[h] and score it on zero-shot prompts.
 
-Step of the method: paper_spec §3.2 and §4.5. The FV is added to the residual stream
+Step of the method: docs/method.md §3.2 and §4.5. The FV is added to the residual stream
 after block ℓ's attention (``interventions.inject``, site ``resid_mid``) at the last token of the zero-shot prompt ``xq->`` and stays at
 that position during decoding. Every FV accuracy is paired with the clean n-shot accuracy of the
 same examples. Cost: one zero-shot forward per example (plus one n-shot forward for the
@@ -22,9 +22,10 @@ from addk_interp.core.scoring import evaluate
 from addk_interp.core.tasks import Example
 from addk_interp.hooks.capture import HeadMeans
 from addk_interp.hooks.interventions import inject
+from addk_interp.models.adapter import HookedModel
 
 
-def check_means_model(model, means: HeadMeans) -> None:
+def check_means_model(model: HookedModel, means: HeadMeans) -> None:
     fp = means.provenance.get("model_fingerprint")
     if fp != model.info.fingerprint:
         raise AddkError(
@@ -59,7 +60,7 @@ def function_vector(
 
 
 def fv_hooks_fn(
-    model, vectors: Float[Tensor, "example d_model"], layer: int, site: str = "resid_mid"
+    model: HookedModel, vectors: Float[Tensor, "example d_model"], layer: int, site: str = "resid_mid"
 ):
     """hooks_fn for ``scoring.evaluate``: row i of the batch gets ``vectors[index_i]``."""
 
@@ -70,7 +71,7 @@ def fv_hooks_fn(
 
 
 def evaluate_fv(
-    model,
+    model: HookedModel,
     examples: list[Example],
     vectors: dict[str, Float[Tensor, " d_model"]],
     *,

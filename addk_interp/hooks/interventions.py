@@ -1,6 +1,6 @@
 """Interventions: composable TransformerLens hook builders (lists of ``(name, fn)``).
 
-Step of the method: paper_spec §3.2 (function-vector injection), §4.1/§4.5/§4.6 (replace,
+Step of the method: docs/method.md §3.2 (function-vector injection), §4.1/§4.5/§4.6 (replace,
 mean-ablate, scale heads), §5.4 (project a head's output onto / out of a subspace), and the
 differentiable gate of gate learning (§3). Every builder returns plain hook lists, applied
 with ``model.hooks(...)`` / ``model.logits_at(..., fwd_hooks)``, which always removes them,
@@ -31,7 +31,10 @@ from torch import Tensor
 
 from addk_interp.core.errors import AddkError
 from addk_interp.core.heads import Head, HeadLike, parse_heads  # noqa: F401  (re-exported)
+from addk_interp.core.heads import check_heads as validate_heads
+from addk_interp.core.validate import check_position
 from addk_interp.hooks.capture import z_hook_name, z_to_outputs
+from addk_interp.models.adapter import HookedModel
 
 
 def default_injection_layer(n_layers: int) -> int:
@@ -39,12 +42,12 @@ def default_injection_layer(n_layers: int) -> int:
     return max(0, round(n_layers * 10 / 32))
 
 
-def check_heads(model, heads: Sequence[Any]) -> list[Head]:
-    """Parse (``heads.Head.parse``) and check every head against the model's shape."""
-    return [Head.parse(h).check(model.n_layers, model.n_heads) for h in heads]
+def check_heads(model: HookedModel, heads: Sequence[Any]) -> list[Head]:
+    """Every head parsed and checked against the model's shape (``core.heads.check_heads``)."""
+    return validate_heads(heads, model.n_layers, model.n_heads)
 
 
-def resid_site(model, layer: int, site: str = "resid_mid") -> str:
+def resid_site(model: HookedModel, layer: int, site: str = "resid_mid") -> str:
     """The hook whose write edits the residual stream at ``site`` of ``layer`` (resolved by the
     adapter per backend: ``HookedModel.residual_hook``; never the bridge's ``hook_resid_mid``
     alias, which edits only the MLP input)."""
@@ -52,14 +55,11 @@ def resid_site(model, layer: int, site: str = "resid_mid") -> str:
 
 
 def _check_position(position: int, act: Tensor, what: str) -> None:
-    if not -act.shape[1] <= position < act.shape[1]:
-        raise AddkError(
-            f"{what}: position {position} is outside the prompt (length {act.shape[1]})"
-        )
+    check_position(position, act.shape[1], what)
 
 
 def inject(
-    model,
+    model: HookedModel,
     vector: Float[Tensor, "*batch d_model"],
     position: int,
     layer: int,
@@ -88,7 +88,7 @@ def inject(
     return [(name, fn)]
 
 
-def _z_edit(model, heads: Sequence[HeadLike], position: int, edit) -> list:
+def _z_edit(model: HookedModel, heads: Sequence[HeadLike], position: int, edit) -> list:
     """Group heads by layer; ``edit(layer, head_idx_list, z_rows) -> new rows``."""
     by_layer: dict[int, list[int]] = {}
     checked = check_heads(model, heads)
@@ -110,7 +110,7 @@ def _z_edit(model, heads: Sequence[HeadLike], position: int, edit) -> list:
 
 
 def replace_heads(
-    model,
+    model: HookedModel,
     heads: Sequence[HeadLike],
     position: int,
     z_values: Float[Tensor, "*batch layer head d_head"],
@@ -130,13 +130,13 @@ def replace_heads(
 
 
 def mean_ablate(
-    model, heads: Sequence[HeadLike], position: int, z_means: Float[Tensor, "layer head d_head"]
+    model: HookedModel, heads: Sequence[HeadLike], position: int, z_means: Float[Tensor, "layer head d_head"]
 ) -> list:
     """Replace the heads' ``hook_z`` by their (cross-task) mean ``z̄``."""
     return replace_heads(model, heads, position, z_means)
 
 
-def scale_heads(model, heads: Sequence[HeadLike], position: int, factor: float) -> list:
+def scale_heads(model: HookedModel, heads: Sequence[HeadLike], position: int, factor: float) -> list:
     """Multiply the heads' ``hook_z`` at ``position`` by ``factor``."""
     if not math.isfinite(float(factor)):
         raise AddkError(f"scale factor must be finite, got {factor}")
@@ -144,7 +144,7 @@ def scale_heads(model, heads: Sequence[HeadLike], position: int, factor: float) 
 
 
 def gate_heads(
-    model,
+    model: HookedModel,
     gate: Float[Tensor, "layer head"],
     position: int,
     z_source: Float[Tensor, "*batch layer head d_head"],
@@ -197,7 +197,7 @@ def check_basis(basis: Float[Tensor, "d_model k"], tol: float = 1e-4) -> Tensor:
 
 
 def project_head(
-    model,
+    model: HookedModel,
     head: HeadLike,
     position: int,
     basis: Float[Tensor, "d_model k"],

@@ -26,6 +26,7 @@ from addk_interp.core.prompts import Encoded, encode_examples
 from addk_interp.core.scoring import continuation_mask, scores_from_logits
 from addk_interp.core.tasks import Example
 from addk_interp.hooks.interventions import inject, resid_site
+from addk_interp.models.adapter import HookedModel
 from addk_interp.models.partial import UpperForward, final_hidden
 
 FORWARD_PATHS = ("auto", "upper", "full")
@@ -136,7 +137,7 @@ class PromptRunner:
 
     def __init__(
         self,
-        model,
+        model: HookedModel,
         examples: list[Example],
         *,
         layers: Sequence[int],
@@ -416,7 +417,7 @@ class InjectionRunner(PromptRunner):
 
     def __init__(
         self,
-        model,
+        model: HookedModel,
         examples: list[Example],
         *,
         layer: int,

@@ -1,6 +1,6 @@
 """AIE baseline (Todd et al.): rank heads by average indirect effect, evaluate the top-k FV.
 
-Step of the method: paper_spec §4.7 (the comparison baseline for the selected set).
+Step of the method: docs/method.md §4.7 (the comparison baseline for the selected set).
 
 - Corrupted prompts: n-shot prompts of the training tasks (kind ``aie_corrupted``, 25 per task)
   whose demonstration labels are permuted within the prompt, y_i ← y_π(i), with π drawn up to
@@ -47,10 +47,12 @@ from addk_interp.core.scoring import evaluate
 from addk_interp.core.store import read_json, read_tensors, write_json, write_tensors
 from addk_interp.core.tasks import Example, manifest_hash
 from addk_interp.hooks.capture import HeadMeans, z_hook_name
+from addk_interp.hooks.context import EvalContext
 from addk_interp.hooks.fv import check_means_model
 from addk_interp.hooks.interventions import default_injection_layer
 from addk_interp.hooks.runners import InjectionRunner, PromptRunner
 from addk_interp.localize.headsets import ConditionSummary, headset_vectors, summarize
+from addk_interp.models.adapter import HookedModel
 
 
 def _rng(seed: int, e: Example, i: int) -> random.Random:
@@ -162,7 +164,7 @@ class AIEResult:
         return path
 
     @classmethod
-    def load(cls, path, model=None) -> AIEResult:
+    def load(cls, path, model: HookedModel=None) -> AIEResult:
         path = Path(path).with_suffix(".safetensors")
         expect = {"kind": "aie"}
         if model is not None:
@@ -180,25 +182,27 @@ class AIEResult:
 
 
 def aie_scan(
-    model,
+    ctx: EvalContext | HookedModel,
     examples: list[Example],
     means: HeadMeans,
     *,
     train_tasks: Sequence[str],
     corrupt: bool = True,
-    seed: int = 42,
     max_tries: int = 20,
-    fmt="arrow",
-    batch_size: int = 64,
     chunk_size: int = 128,
-    path: str = "auto",
-    verbose: bool = False,
 ) -> AIEResult:
     """CIE of every head on corrupted prompts of the training tasks, and AIE (module docstring).
 
     ``examples``: n-shot prompts of training tasks (kind ``aie_corrupted``); corrupted here
     unless ``corrupt=False`` (then taken as given). ``means``: training-task means (z̄_t).
     """
+    ctx = EvalContext.of(ctx)
+    model = ctx.model
+    fmt = ctx.fmt
+    batch_size = ctx.batch_size
+    seed = ctx.seed
+    path = ctx.path
+    verbose = ctx.verbose
     if not examples:
         raise AddkError("no AIE examples")
     train_tasks = list(train_tasks)
@@ -290,21 +294,23 @@ def aie_scan(
 
 
 def aie_topk_eval(
-    model,
+    ctx: EvalContext | HookedModel,
     result: AIEResult,
     examples: list[Example],
     means: HeadMeans,
     *,
     ks: Sequence[int] = (33, 20),
-    layer: int | None = None,
-    fmt="arrow",
-    batch_size: int = 64,
-    path: str = "auto",
     clean: pd.DataFrame | None = None,
-    seed: int = 0,
 ) -> dict[int, ConditionSummary]:
     """Top-k AIE FV accuracy (Σ_{top-k} mean_t[h], held-out means) on zero-shot prompts of
     ``examples`` (held-out tasks × ``final_eval``), paired with their clean n-shot run."""
+    ctx = EvalContext.of(ctx)
+    model = ctx.model
+    fmt = ctx.fmt
+    batch_size = ctx.batch_size
+    layer = ctx.layer
+    seed = ctx.seed
+    path = ctx.path
     if not examples:
         raise AddkError("no evaluation examples")
     check_means_model(model, means)

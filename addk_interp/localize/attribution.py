@@ -44,6 +44,7 @@ from addk_interp.hooks.capture import HeadMeans, z_hook_name
 from addk_interp.hooks.fv import check_means_model
 from addk_interp.hooks.interventions import mean_ablate
 from addk_interp.hooks.runners import PromptRunner
+from addk_interp.models.adapter import HookedModel
 
 METHODS = ("attribution_patching", "single_head_ablation")
 
@@ -103,7 +104,7 @@ class HeadScores:
             raise AddkError(f"cannot read head scores from {path}: {e}") from None
 
 
-def _zbar(model, train_means: HeadMeans, train_tasks: Sequence[str]) -> Tensor:
+def _zbar(model: HookedModel, train_means: HeadMeans, train_tasks: Sequence[str]) -> Tensor:
     check_means_model(model, train_means)
     train_tasks = list(train_tasks)
     if not train_tasks:
@@ -114,7 +115,7 @@ def _zbar(model, train_means: HeadMeans, train_tasks: Sequence[str]) -> Tensor:
     return zbar
 
 
-def _meta(model, examples, train_tasks, method: str) -> dict:
+def _meta(model: HookedModel, examples, train_tasks, method: str) -> dict:
     return {
         "method": method,
         "model_fingerprint": model.info.fingerprint,
@@ -127,7 +128,7 @@ def _meta(model, examples, train_tasks, method: str) -> dict:
 
 
 def attribution_patching(
-    model,
+    model: HookedModel,
     examples: list[Example],
     train_means: HeadMeans,
     *,
@@ -177,7 +178,7 @@ def attribution_patching(
 
 
 def single_head_ablation(
-    model,
+    model: HookedModel,
     examples: list[Example],
     train_means: HeadMeans,
     *,

@@ -1,4 +1,4 @@
-"""Selected-set cut rules on a trained [layer, head] coefficient matrix (paper_spec §3.4).
+"""Selected-set cut rules on a trained [layer, head] coefficient matrix (docs/method.md §3.4).
 
 Localization step 1 trains a coefficient matrix M (one entry per attention head, shape
 [layer, head]); the *selected* set is the heads whose |M| lies above a threshold. This module

@@ -1,6 +1,6 @@
 """Head sets: the selected set, the recovery scan, head-set FV evaluations and necessity.
 
-Step of the method: paper_spec §3.4 → §4.1 → §4.5 → §4.6 (localization steps 1–3 and the
+Step of the method: docs/method.md §3.4 → §4.1 → §4.5 → §4.6 (localization steps 1–3 and the
 head-set numbers). Notation: S = selected heads, mean_t[h] = mean output of head h on task t
 (``HeadMeans``), h̄[h] = its mean over the *training* tasks, ℓ = injection layer.
 
@@ -49,14 +49,17 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from addk_interp.core.errors import AddkError
-from addk_interp.core.heads import HeadLike as Head  # the one head type: Head or (l, h)
+from addk_interp.core.heads import HeadLike as Head
+from addk_interp.core.heads import (
+    check_heads as validate_heads,  # the one head type: Head or (l, h)
+)
 from addk_interp.core.heads import head_str
 from addk_interp.core.scoring import bootstrap_ci, evaluate
 from addk_interp.core.tasks import Example, manifest_hash, render
 from addk_interp.hooks.capture import HeadMeans
+from addk_interp.hooks.context import EvalContext
 from addk_interp.hooks.fv import check_means_model
 from addk_interp.hooks.interventions import (
-    check_heads,
     default_injection_layer,
     inject,
     mean_ablate,
@@ -75,6 +78,7 @@ from addk_interp.localize.selectors import (
     significant_set,
     weak_rule,
 )
+from addk_interp.models.adapter import HookedModel
 
 # ============================================================================ the selected set
 
@@ -133,20 +137,18 @@ def select_heads(
     )
 
 
-def checked_heads(model, heads, what: str, *, allow_empty: bool = False) -> list[Head]:
+def checked_heads(model: HookedModel, heads, what: str, *, allow_empty: bool = False) -> list[Head]:
     if isinstance(heads, SelectedSet):
         if heads.empty and not allow_empty:
             raise AddkError(f"the selected set is empty ({heads.reason}); nothing to {what}")
         heads = heads.heads
-    out = check_heads(model, list(heads))
-    if len(set(out)) != len(out):
-        raise AddkError(f"duplicate heads in {out}")
-    if not out and not allow_empty:
-        raise AddkError(f"no heads given; nothing to {what}")
-    return out
+    return validate_heads(
+        heads, model.n_layers, model.n_heads,
+        allow_empty=allow_empty, allow_duplicates=False, what=what,
+    )
 
 
-def check_means(model, means: HeadMeans, tasks: Sequence[str], what: str) -> None:
+def check_means(model: HookedModel, means: HeadMeans, tasks: Sequence[str], what: str) -> None:
     check_means_model(model, means)
     missing = sorted(set(tasks) - set(means.tasks))
     if missing:
@@ -209,21 +211,16 @@ def _outcome_string(x: Bool[np.ndarray, " n"]) -> str:
 
 
 def recovery_scan(
-    model,
+    ctx: EvalContext | HookedModel,
     examples: list[Example],
     means: HeadMeans,
     heads: Sequence[Head] | SelectedSet,
     *,
     train_tasks: Sequence[str],
-    layer: int | None = None,
     c_max: int = 20,
-    fmt="arrow",
-    batch_size: int = 64,
     stack_c: bool = True,
-    path: str = "auto",
     clean: pd.DataFrame | None = None,
     logprob: bool = False,
-    verbose: bool = False,
 ) -> RecoveryScan:
     """The recovery (dose-response) scan of §4.1 over ``heads`` (see module docstring).
 
@@ -235,6 +232,13 @@ def recovery_scan(
     ``meta["mean_answer_logprob"]`` (costs the unembedding of every answer position; without
     it a position is unembedded only for rows still matching).
     """
+    ctx = EvalContext.of(ctx)
+    model = ctx.model
+    fmt = ctx.fmt
+    batch_size = ctx.batch_size
+    layer = ctx.layer
+    path = ctx.path
+    verbose = ctx.verbose
     heads = checked_heads(model, heads, "scan")
     if not examples:
         raise AddkError("no scan examples")
@@ -475,7 +479,7 @@ class HeadsetEval:
 
 
 def headset_evals(
-    model,
+    ctx: EvalContext | HookedModel,
     examples: list[Example],
     means: HeadMeans,
     train_means: HeadMeans,
@@ -484,12 +488,7 @@ def headset_evals(
     selected: Sequence[Head] | SelectedSet,
     main: Sequence[Head],
     raw_coef: Float[Tensor, "layer head"] | GateFit | None = None,
-    layer: int | None = None,
-    fmt="arrow",
-    batch_size: int = 64,
-    path: str = "auto",
     clean: pd.DataFrame | None = None,
-    seed: int = 0,
 ) -> HeadsetEval:
     """Head-set FV accuracies of §4.5 (see module docstring) on ``examples``.
 
@@ -498,6 +497,13 @@ def headset_evals(
     prompts); ``train_means`` + ``train_tasks``: h̄. ``raw_coef``: the final-epoch matrix (a
     ``GateFit`` gives ``fit.final``); None skips that condition.
     """
+    ctx = EvalContext.of(ctx)
+    model = ctx.model
+    fmt = ctx.fmt
+    batch_size = ctx.batch_size
+    layer = ctx.layer
+    seed = ctx.seed
+    path = ctx.path
     sel = checked_heads(model, selected, "evaluate", allow_empty=True)
     main = checked_heads(model, main, "evaluate", allow_empty=True)
     outside = sorted(set(main) - set(sel))
@@ -632,7 +638,7 @@ def random_subsets(heads: Sequence[Head], size: int, n: int, seed: int) -> list[
 
 
 def necessity(
-    model,
+    ctx: EvalContext | HookedModel,
     examples: list[Example],
     train_means: HeadMeans,
     *,
@@ -640,10 +646,6 @@ def necessity(
     main: Sequence[Head],
     selected: Sequence[Head] | SelectedSet,
     n_random: int = 20,
-    seed: int = 42,
-    fmt="arrow",
-    batch_size: int = 32,
-    path: str = "auto",
     near_clean_tol: float = 0.01,
     clean: pd.DataFrame | None = None,
     n_random_all: int | None = None,
@@ -658,6 +660,12 @@ def necessity(
     all heads but the main ones, and a single-head ablation table over ``single_heads``
     (``None``: every head of the model; ``()``: none), each head mean-ablated alone.
     """
+    ctx = EvalContext.of(ctx)
+    model = ctx.model
+    fmt = ctx.fmt
+    batch_size = ctx.batch_size
+    seed = ctx.seed
+    path = ctx.path
     sel = checked_heads(model, selected, "ablate", allow_empty=True)
     main = checked_heads(model, main, "ablate", allow_empty=True)
     if not examples:

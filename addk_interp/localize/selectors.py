@@ -1,4 +1,4 @@
-"""Head selectors over a recovery (dose-response) scan (paper_spec §4.1–§4.4).
+"""Head selectors over a recovery (dose-response) scan (docs/method.md §4.1–§4.4).
 
 Localization steps 2 and 3 are pure functions of the recovery scan of §4.1: for each selected
 head h and integer coefficient c ∈ c_grid (c = 0 first), acc_h(c) is the zero-shot accuracy

@@ -7,13 +7,12 @@ from addk_interp._lazy import lazy_namespace
 _EXPORTS = {
     "HookedModel": "adapter",
     "ModelInfo": "adapter",
-    "load_model": "adapter",
-    "from_hf": "adapter",
-    "from_hooked_transformer": "adapter",
-    "tiny_hf_model": "adapter",
-    "tiny_tokenizer": "adapter",
-    "check_device": "adapter",
-    "cache_dir": "adapter",
+    "load_model": "loading",
+    "from_hf": "loading",
+    "from_hooked_transformer": "loading",
+    "tiny_hf_model": "tiny",
+    "tiny_tokenizer": "tiny",
+    "UpperForward": "partial",
 }
 __getattr__, __dir__ = lazy_namespace(__name__, _EXPORTS, globals())
 __all__ = sorted(_EXPORTS)

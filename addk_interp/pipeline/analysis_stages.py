@@ -139,14 +139,10 @@ def aie(run, sdir: Path):
             )
     train_m, held_m = run.load_means()
     res = aie_scan(
-        run.model,
+        run.context,
         examples,
         train_m,
         train_tasks=train,
-        seed=run.cfg.seed,
-        fmt=run.cfg.format,
-        batch_size=run.cfg.batch_size,
-        verbose=run.verbose,
     )
     files = [res.save(sdir / "aie.safetensors")]
     n_all = run.model.n_layers * run.model.n_heads
@@ -165,15 +161,11 @@ def aie(run, sdir: Path):
     else:
         ex = run.examples(run.family.heldout, run.cfg.n_eval, "final_eval")
         top = aie_topk_eval(
-            run.model,
+            run.context,
             res,
             ex,
             held_m,
             ks=ks,
-            layer=run.layer,
-            fmt=run.cfg.format,
-            batch_size=run.cfg.batch_size,
-            seed=run.cfg.seed,
             clean=run.clean_results(ex),
         )
         summary["topk"] = {str(k): s.to_dict() for k, s in top.items()}
@@ -211,7 +203,7 @@ def projections(run, sdir: Path):
     ex = run.examples(tasks, run.budget["n_proj"], "final_eval")
     arms = [f"{v}_{s}" for v in ("onto", "out") for s in ("full", "parity", "unit", "magnitude")]
     pr = projection_tests(
-        run.model,
+        run.context,
         ex,
         means,
         train_m,
@@ -221,12 +213,7 @@ def projections(run, sdir: Path):
         train_tasks=run.family.train,
         fits=fits,
         arms=arms,
-        layer=run.layer,
-        fmt=run.cfg.format,
-        batch_size=run.cfg.batch_size,
-        seed=run.cfg.seed,
         decode_extra=1,  # one token past the answer: enough to see a longer number
-        verbose=run.verbose,
     )
     d = pr.to_dict()
     d["c_star_rule"] = rule

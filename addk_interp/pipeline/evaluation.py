@@ -1,6 +1,6 @@
 """Clean few-shot evaluation: accuracy per task × shots with bootstrap CIs.
 
-Step of the method: the clean ICL baseline of paper_spec §1.5 / §7 (clean n-shot accuracy).
+Step of the method: the clean ICL baseline of docs/method.md §1.5 / §7 (clean n-shot accuracy).
 Examples are sampled once per task with the largest shot count (kind ``final_eval``) and each
 smaller shot count uses the first s demonstrations of the same example, so cells are paired
 across shots (same queries). Cost: one teacher-forced forward per example per shot count.
@@ -13,10 +13,11 @@ from pathlib import Path
 import pandas as pd
 
 from addk_interp._version import __version__
-from addk_interp.core.errors import AddkError, check_writable_dir
+from addk_interp.core.errors import AddkError
 from addk_interp.core.scoring import accuracy_table, evaluate
 from addk_interp.core.store import write_json, write_table
 from addk_interp.core.tasks import TaskFamily, get_format, manifest_hash, sample_family
+from addk_interp.core.validate import check_writable_dir
 
 
 def paired_shot_examples(
@@ -41,7 +42,7 @@ def run_eval(
     tasks=None,
 ) -> pd.DataFrame:
     """Evaluate ``model`` (a HookedModel or a spec string) on every task of ``family``."""
-    from addk_interp.models.adapter import load_model
+    from addk_interp.models.loading import load_model
 
     get_format(fmt)
     if n <= 0:

@@ -73,16 +73,12 @@ def scan(run, sdir: Path) -> list[Path]:
     train_m, _ = run.load_means()
     ex = run.examples(run.family.train, run.budget["n_scan"], "scan")
     scan = recovery_scan(
-        run.model,
+        run.context,
         ex,
         train_m,
         heads,
         train_tasks=run.family.train,
-        layer=run.layer,
         c_max=run.budget["c_max"],
-        fmt=run.cfg.format,
-        batch_size=run.cfg.batch_size,
-        verbose=run.verbose,
     )
     files.append(save_scan_json(scan, sdir / "scan.json"))
     hs = head_sets(scan)
@@ -107,7 +103,7 @@ def headsets(run, sdir: Path) -> list[Path]:
     fit = GateFit.load(run.out / "stages" / "localize" / "gates.safetensors", run.model)
     clean = run.clean_results(ex)
     ev = headset_evals(
-        run.model,
+        run.context,
         ex,
         means,
         train_m,
@@ -115,10 +111,6 @@ def headsets(run, sdir: Path) -> list[Path]:
         selected=sel,
         main=main,
         raw_coef=fit,
-        layer=run.layer,
-        fmt=run.cfg.format,
-        batch_size=run.cfg.batch_size,
-        seed=run.cfg.seed,
         clean=clean,
     )
     files.append(write_table(sdir / "headset_summary.csv", ev.table()))
@@ -131,7 +123,7 @@ def headsets(run, sdir: Path) -> list[Path]:
             per_task[e.task] = per_task.get(e.task, 0) + 1
             nec_ex.append(e)
     nec = necessity(
-        run.model,
+        run.context,
         nec_ex,
         train_m,
         clean=run.clean_results(nec_ex),
@@ -139,9 +131,6 @@ def headsets(run, sdir: Path) -> list[Path]:
         main=main,
         selected=sel,
         n_random=run.budget["n_random"],
-        seed=run.cfg.seed,
-        fmt=run.cfg.format,
-        batch_size=run.cfg.batch_size,
         # single-head ablations: every head when the model has at most max_single_heads
         # heads, else the selected ones (budget); the manifest records the choice
         single_heads=(

@@ -24,15 +24,10 @@ import pandas as pd
 import torch
 
 from addk_interp._version import __version__
-from addk_interp.core.errors import (
-    AddkError,
-    check_count,
-    check_seed,
-    check_task_files,
-    check_writable_dir,
-)
+from addk_interp.core.errors import AddkError
 from addk_interp.core.heads import Head
 from addk_interp.core.store import read_json, sha256_file, write_json
+from addk_interp.core.validate import check_count, check_seed, check_task_files, check_writable_dir
 from addk_interp.pipeline.presets import PRESETS, STAGE_PRESETS
 from addk_interp.pipeline.stages import STAGES, Stage, check_registry
 
@@ -162,7 +157,7 @@ class Run:
     @property
     def model(self):
         if self._model is None:
-            from addk_interp.models.adapter import load_model
+            from addk_interp.models.loading import load_model
 
             self._model = load_model(self.cfg.model, device=self.cfg.device, dtype=self.cfg.dtype)
         return self._model
@@ -178,6 +173,21 @@ class Run:
                 )
             return self.cfg.layer
         return default_injection_layer(self.model.n_layers)
+
+    @property
+    def context(self):
+        """The evaluation context of this run's stages (model, format, batch size, injection
+        layer, seed, progress): ``hooks.context.EvalContext``."""
+        from addk_interp.hooks.context import EvalContext
+
+        return EvalContext(
+            self.model,
+            fmt=self.cfg.format,
+            batch_size=self.cfg.batch_size,
+            layer=self.layer,
+            seed=self.cfg.seed,
+            verbose=self.verbose,
+        )
 
     def stage_key(self, name: str) -> str:
         """The cache key of stage ``name`` (``pipeline.stages``: config fields, model, code,

@@ -30,7 +30,7 @@ GATE_FIT_VERSION = 1
 # ============================================================================ configuration
 
 PRESETS: dict[str, dict[str, Any]] = {
-    # paper_spec §3.3: λ 0.05, constant lr 0.01, batch 128, 16 steps × 50 epochs over 2048
+    # docs/method.md §3.3: λ 0.05, constant lr 0.01, batch 128, 16 steps × 50 epochs over 2048
     # items (800 steps), largest_gap on the mean of the last 3 epoch checkpoints.
     "paper": dict(
         lam=0.05,

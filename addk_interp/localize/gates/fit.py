@@ -18,6 +18,7 @@ from addk_interp.core.errors import AddkError
 from addk_interp.core.store import read_json, read_tensors, write_json, write_tensors
 from addk_interp.localize.cuts import Cut, cut, mean_last_k
 from addk_interp.localize.gates.config import GATE_FIT_VERSION, GateConfig
+from addk_interp.models.adapter import HookedModel
 
 
 def tensor_hash(t: Tensor) -> str:
@@ -133,7 +134,7 @@ class GateFit:
         return path
 
     @classmethod
-    def load(cls, path, model=None) -> GateFit:
+    def load(cls, path, model: HookedModel=None) -> GateFit:
         path = Path(path)
         if path.suffix != ".safetensors":
             path = path.with_suffix(".safetensors")

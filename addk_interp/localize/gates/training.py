@@ -89,6 +89,7 @@ from addk_interp.localize.gates.config import (
     task_vectors,
 )
 from addk_interp.localize.gates.fit import GateFit, tensor_hash
+from addk_interp.models.adapter import HookedModel
 
 # ============================================================================ data
 
@@ -138,7 +139,7 @@ class GateProblem:
 
     def __init__(
         self,
-        model,
+        model: HookedModel,
         examples: list[Example],
         means: HeadMeans,
         config: GateConfig,
@@ -278,7 +279,7 @@ def train_step(
 class _Monitor:
     """Held-out accuracy with the current coefficients (logged only; no gradients)."""
 
-    def __init__(self, model, examples, means: HeadMeans, problem: GateProblem):
+    def __init__(self, model: HookedModel, examples, means: HeadMeans, problem: GateProblem):
         self.means = means
         self.problem = problem
         cfg = problem.config
@@ -307,7 +308,7 @@ class _Monitor:
         return float(r.score(hooks_fn, 0, logprob=False).correct.mean())
 
 
-def _identity(model, config, examples, means, heldout_examples, heldout_means) -> dict:
+def _identity(model: HookedModel, config, examples, means, heldout_examples, heldout_means) -> dict:
     train_tasks = list(dict.fromkeys(e.task for e in examples))
     ident = {
         "model_fingerprint": model.info.fingerprint,
@@ -387,7 +388,7 @@ def _read_checkpoint(directory: Path, epoch: int, ident: dict) -> tuple[dict, di
 
 
 def train_gates(
-    model,
+    model: HookedModel,
     examples: list[Example],
     means: HeadMeans,
     config: GateConfig | None = None,
@@ -587,7 +588,7 @@ def train_gates(
 
 
 def fit_gates(
-    model,
+    model: HookedModel,
     family: TaskFamily,
     means: HeadMeans,
     heldout_means: HeadMeans | None = None,
