@@ -595,14 +595,7 @@ def projection_tests(
     ``InjectionRunner`` forward path (auto / upper / full). ``decode_extra``: tokens decoded
     past the answer length for the error decomposition (``decompose=False`` skips it).
     """
-    ctx = EvalContext.of(ctx)
-    model = ctx.model
-    fmt = ctx.fmt
-    batch_size = ctx.batch_size
-    layer = ctx.layer
-    seed = ctx.seed
-    path = ctx.path
-    verbose = ctx.verbose
+    model, fmt, batch_size, layer, seed, path, verbose = EvalContext.of(ctx).astuple()
     sel = checked_heads(model, selected, "project")
     mains = checked_heads(model, heads, "project")
     outside = sorted(set(mains) - set(sel))

@@ -47,6 +47,13 @@ class EvalContext:
         """``value`` itself, or a default context around a bare model."""
         return value if isinstance(value, EvalContext) else cls(value)
 
+    def astuple(self) -> tuple:
+        """(model, fmt, batch_size, layer, seed, path, verbose): unpacked at the top of the
+        functions that take a context."""
+        return (
+            self.model, self.fmt, self.batch_size, self.layer, self.seed, self.path, self.verbose
+        )
+
     def with_(self, **changes) -> EvalContext:
         """A copy with some fields changed (validated again)."""
         return replace(self, **changes)

@@ -196,13 +196,7 @@ def aie_scan(
     ``examples``: n-shot prompts of training tasks (kind ``aie_corrupted``); corrupted here
     unless ``corrupt=False`` (then taken as given). ``means``: training-task means (z̄_t).
     """
-    ctx = EvalContext.of(ctx)
-    model = ctx.model
-    fmt = ctx.fmt
-    batch_size = ctx.batch_size
-    seed = ctx.seed
-    path = ctx.path
-    verbose = ctx.verbose
+    model, fmt, batch_size, layer, seed, path, verbose = EvalContext.of(ctx).astuple()
     if not examples:
         raise AddkError("no AIE examples")
     train_tasks = list(train_tasks)
@@ -304,13 +298,7 @@ def aie_topk_eval(
 ) -> dict[int, ConditionSummary]:
     """Top-k AIE FV accuracy (Σ_{top-k} mean_t[h], held-out means) on zero-shot prompts of
     ``examples`` (held-out tasks × ``final_eval``), paired with their clean n-shot run."""
-    ctx = EvalContext.of(ctx)
-    model = ctx.model
-    fmt = ctx.fmt
-    batch_size = ctx.batch_size
-    layer = ctx.layer
-    seed = ctx.seed
-    path = ctx.path
+    model, fmt, batch_size, layer, seed, path, verbose = EvalContext.of(ctx).astuple()
     if not examples:
         raise AddkError("no evaluation examples")
     check_means_model(model, means)

@@ -232,13 +232,7 @@ def recovery_scan(
     ``meta["mean_answer_logprob"]`` (costs the unembedding of every answer position; without
     it a position is unembedded only for rows still matching).
     """
-    ctx = EvalContext.of(ctx)
-    model = ctx.model
-    fmt = ctx.fmt
-    batch_size = ctx.batch_size
-    layer = ctx.layer
-    path = ctx.path
-    verbose = ctx.verbose
+    model, fmt, batch_size, layer, seed, path, verbose = EvalContext.of(ctx).astuple()
     heads = checked_heads(model, heads, "scan")
     if not examples:
         raise AddkError("no scan examples")
@@ -497,13 +491,7 @@ def headset_evals(
     prompts); ``train_means`` + ``train_tasks``: h̄. ``raw_coef``: the final-epoch matrix (a
     ``GateFit`` gives ``fit.final``); None skips that condition.
     """
-    ctx = EvalContext.of(ctx)
-    model = ctx.model
-    fmt = ctx.fmt
-    batch_size = ctx.batch_size
-    layer = ctx.layer
-    seed = ctx.seed
-    path = ctx.path
+    model, fmt, batch_size, layer, seed, path, verbose = EvalContext.of(ctx).astuple()
     sel = checked_heads(model, selected, "evaluate", allow_empty=True)
     main = checked_heads(model, main, "evaluate", allow_empty=True)
     outside = sorted(set(main) - set(sel))
@@ -660,12 +648,7 @@ def necessity(
     all heads but the main ones, and a single-head ablation table over ``single_heads``
     (``None``: every head of the model; ``()``: none), each head mean-ablated alone.
     """
-    ctx = EvalContext.of(ctx)
-    model = ctx.model
-    fmt = ctx.fmt
-    batch_size = ctx.batch_size
-    seed = ctx.seed
-    path = ctx.path
+    model, fmt, batch_size, layer, seed, path, verbose = EvalContext.of(ctx).astuple()
     sel = checked_heads(model, selected, "ablate", allow_empty=True)
     main = checked_heads(model, main, "ablate", allow_empty=True)
     if not examples:

@@ -64,87 +64,64 @@ def _perturb(model, which: Callable[[str, Tensor], bool], std: float) -> None:
 
 
 
+# the shape every tiny HF model shares: d_model 64, 3 layers, 4 heads (d_head 16), MLP 128
+_SHAPE = dict(
+    hidden_size=64,
+    intermediate_size=128,
+    num_hidden_layers=3,
+    num_attention_heads=4,
+    max_position_embeddings=512,
+    initializer_range=0.2,
+)
+
+
 def tiny_hf_model(kind: str, vocab: int, seed: int = 0, dtype=torch.float32):
-    from transformers import Gemma3ForCausalLM, Gemma3TextConfig, LlamaConfig, LlamaForCausalLM
+    """A random tiny HF model of family ``kind`` (``BUILTIN_SPECS``' tiny-* entries), seeded;
+    norm gains and biases are redrawn where a family has them, so no test passes on defaults."""
+    import transformers as tf
 
     torch.manual_seed(seed)
+    common = dict(vocab_size=vocab, **_SHAPE)
     if kind in ("tiny-llama", "tiny-llama-gqa"):
-        cfg = LlamaConfig(
-            vocab_size=vocab,
-            hidden_size=64,
-            intermediate_size=128,
-            num_hidden_layers=3,
-            num_attention_heads=4,
-            num_key_value_heads=4 if kind == "tiny-llama" else 2,
-            max_position_embeddings=512,
-            architectures=["LlamaForCausalLM"],
-            initializer_range=0.2,
+        kv = 4 if kind == "tiny-llama" else 2
+        model = tf.LlamaForCausalLM(
+            tf.LlamaConfig(**common, num_key_value_heads=kv, architectures=["LlamaForCausalLM"])
         )
-        model = LlamaForCausalLM(cfg)
     elif kind == "tiny-gemma3":
-        cfg = Gemma3TextConfig(
-            vocab_size=vocab,
-            hidden_size=64,
-            intermediate_size=128,
-            num_hidden_layers=3,
-            num_attention_heads=4,
-            num_key_value_heads=1,
-            head_dim=16,
-            max_position_embeddings=512,
-            sliding_window=16,
-            layer_types=["sliding_attention", "sliding_attention", "full_attention"],
-            architectures=["Gemma3ForCausalLM"],
-            initializer_range=0.2,
-        )
-        model = Gemma3ForCausalLM(cfg)
-        _perturb(model, lambda name, p: "norm" in name, 0.3)  # non-trivial norm gains
-    elif kind in ("tiny-mistral", "tiny-qwen2"):
-        from transformers import MistralConfig, MistralForCausalLM, Qwen2Config, Qwen2ForCausalLM
-
-        cls, conf = (
-            (MistralForCausalLM, MistralConfig)
-            if kind == "tiny-mistral"
-            else (Qwen2ForCausalLM, Qwen2Config)
-        )
-        model = cls(
-            conf(
-                vocab_size=vocab,
-                hidden_size=64,
-                intermediate_size=128,
-                num_hidden_layers=3,
-                num_attention_heads=4,
-                num_key_value_heads=2,
-                max_position_embeddings=512,
-                initializer_range=0.2,
-                architectures=[cls.__name__],
+        model = tf.Gemma3ForCausalLM(
+            tf.Gemma3TextConfig(
+                **common,
+                num_key_value_heads=1,
+                head_dim=16,
+                sliding_window=16,
+                layer_types=["sliding_attention", "sliding_attention", "full_attention"],
+                architectures=["Gemma3ForCausalLM"],
             )
         )
+        _perturb(model, lambda name, p: "norm" in name, 0.3)  # non-trivial norm gains
+    elif kind in ("tiny-mistral", "tiny-qwen2"):
+        cls, conf = (
+            (tf.MistralForCausalLM, tf.MistralConfig)
+            if kind == "tiny-mistral"
+            else (tf.Qwen2ForCausalLM, tf.Qwen2Config)
+        )
+        model = cls(conf(**common, num_key_value_heads=2, architectures=[cls.__name__]))
     elif kind == "tiny-gemma2":
-        from transformers import Gemma2Config, Gemma2ForCausalLM
-
-        model = Gemma2ForCausalLM(
-            Gemma2Config(
-                vocab_size=vocab,
-                hidden_size=64,
-                intermediate_size=128,
-                num_hidden_layers=3,
-                num_attention_heads=4,
+        model = tf.Gemma2ForCausalLM(
+            tf.Gemma2Config(
+                **common,
                 num_key_value_heads=2,
                 head_dim=16,
-                max_position_embeddings=512,
                 sliding_window=16,
                 final_logit_softcapping=5.0,
                 attn_logit_softcapping=20.0,
-                initializer_range=0.2,
                 architectures=["Gemma2ForCausalLM"],
             )
         )
         _perturb(model, lambda name, p: "norm" in name, 0.3)
     elif kind == "tiny-gpt2":
-        from transformers import GPT2Config, GPT2LMHeadModel
-
-        model = GPT2LMHeadModel(
-            GPT2Config(
+        model = tf.GPT2LMHeadModel(
+            tf.GPT2Config(
                 vocab_size=vocab,
                 n_embd=64,
                 n_layer=3,
@@ -156,25 +133,14 @@ def tiny_hf_model(kind: str, vocab: int, seed: int = 0, dtype=torch.float32):
         )
         _perturb(model, lambda name, p: name.endswith("bias") and p.ndim == 1, 0.2)  # biases ≠ 0
     elif kind == "tiny-neox":
-        from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
-
-        model = GPTNeoXForCausalLM(
-            GPTNeoXConfig(
-                vocab_size=vocab,
-                hidden_size=64,
-                intermediate_size=128,
-                num_hidden_layers=3,
-                num_attention_heads=4,
-                max_position_embeddings=512,
-                use_parallel_residual=True,
-                initializer_range=0.2,
-                architectures=["GPTNeoXForCausalLM"],
+        model = tf.GPTNeoXForCausalLM(
+            tf.GPTNeoXConfig(
+                **common, use_parallel_residual=True, architectures=["GPTNeoXForCausalLM"]
             )
         )
     else:
         raise AddkError(f"unknown tiny model {kind!r}")
     return model.to(dtype).eval()
-
 
 
 def tiny_hooked_transformer(seed: int = 0, dtype=torch.float32):

@@ -138,18 +138,12 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (tuples become lists)."""
-        return json.loads(json.dumps(dataclasses.asdict(self)))
+        return config_to_dict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        """Inverse of :meth:`to_dict`; unknown keys raise ``ValueError``."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        extra = sorted(set(data) - known)
-        if extra:
-            raise AddkError(f"unknown TrainConfig fields: {extra}")
-        kwargs: dict[str, Any] = dict(data)
-        if "model" in kwargs:
-            kwargs["model"] = ModelConfig(**kwargs["model"])
+        """Inverse of :meth:`to_dict`; unknown keys raise ``AddkError``."""
+        kwargs = config_kwargs(cls, data)
         if "task_mix" in kwargs:
             kwargs["task_mix"] = tuple((str(n), float(w)) for n, w in kwargs["task_mix"])
         for name in ("add_k_range", "sub_k_range", "mul_k_range", "x_range", "pairs_range"):
@@ -189,3 +183,21 @@ def llama_config(model: ModelConfig, vocab_size: int, bos_id: int, eos_id: int, 
         pad_token_id=pad_id,
         architectures=["LlamaForCausalLM"],
     )
+
+
+def config_to_dict(config: Any) -> dict[str, Any]:
+    """A recipe config as a JSON-ready dict (tuples become lists)."""
+    return json.loads(json.dumps(dataclasses.asdict(config)))
+
+
+def config_kwargs(cls: type, data: dict[str, Any]) -> dict[str, Any]:
+    """Constructor arguments of recipe config ``cls`` from its dict: unknown keys refused, the
+    nested ``model`` rebuilt as a ``ModelConfig``."""
+    known = {f.name for f in dataclasses.fields(cls)}
+    extra = sorted(set(data) - known)
+    if extra:
+        raise AddkError(f"unknown {cls.__name__} fields: {extra}")
+    kwargs: dict[str, Any] = dict(data)
+    if "model" in kwargs:
+        kwargs["model"] = ModelConfig(**kwargs["model"])
+    return kwargs

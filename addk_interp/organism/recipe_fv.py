@@ -90,7 +90,7 @@ from transformers import LlamaForCausalLM, PreTrainedTokenizerBase
 from addk_interp.core.errors import AddkError
 from addk_interp.core.store import atomic_write_text
 
-from .config import ModelConfig, llama_config
+from .config import ModelConfig, config_kwargs, config_to_dict, llama_config
 from .data import TokenIds, token_ids
 from .tokenizer import MAX_NUMBER, build_tokenizer
 from .train import lr_at, save_final
@@ -218,18 +218,12 @@ class FVRecipeConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (tuples become lists)."""
-        return json.loads(json.dumps(dataclasses.asdict(self)))
+        return config_to_dict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> FVRecipeConfig:
-        """Inverse of :meth:`to_dict`; unknown keys raise ``ValueError``."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        extra = sorted(set(data) - known)
-        if extra:
-            raise AddkError(f"unknown FVRecipeConfig fields: {extra}")
-        kw: dict[str, Any] = dict(data)
-        if "model" in kw:
-            kw["model"] = ModelConfig(**kw["model"])
+        """Inverse of :meth:`to_dict`; unknown keys raise ``AddkError``."""
+        kw = config_kwargs(cls, data)
         for name in (f.name for f in dataclasses.fields(cls)):
             if name in kw and isinstance(kw[name], list):
                 kw[name] = tuple(kw[name])
