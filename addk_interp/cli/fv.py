@@ -14,38 +14,46 @@ from pathlib import Path
 
 
 def add_parser(sub) -> None:
-    sp = sub.add_parser("fv", help="function-vector accuracy of a head set")
-    sp.add_argument("--model", default="default")
+    import argparse
+
+    sp = sub.add_parser(
+        "fv",
+        help="function-vector accuracy of a head set",
+        description="FV of a head set on held-out (or training) tasks, with the zero-shot "
+        "baseline and the paired lift; nothing is loaded before the arguments are checked.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    sp.add_argument("--model", default="default", help="model spec (addk-interp info lists them)")
     sp.add_argument(
         "--heads", required=True, help="heads, L{layer}H{head} or LAYER.HEAD: L15H2,L15H1 or 15.2,15.1; or all"
     )
-    sp.add_argument("--coef", default=None, help="coefficients, one per head (default 1)")
+    sp.add_argument("--coef", default=None, help="coefficients, one per head (default: 1 each)")
     sp.add_argument("--means", default=None, help="saved HeadMeans (.safetensors) to reuse")
-    sp.add_argument("--family", default="add")
-    sp.add_argument("--k", default=None)
-    sp.add_argument("--shots", type=int, default=5)
+    sp.add_argument("--family", default="add", help="task family: add, sub or mul")
+    sp.add_argument("--k", default=None, help="k values, e.g. 1-30 or 1,3,5 (default: the family's)")
+    sp.add_argument("--shots", type=int, default=5, help="demonstrations per prompt")
     sp.add_argument("--n", type=int, default=20, help="scored examples per task")
-    sp.add_argument("--n-capture", type=int, default=20)
-    sp.add_argument("--layer", type=int, default=None)
-    sp.add_argument("--format", default="arrow")
-    sp.add_argument("--seed", type=int, default=42)
-    sp.add_argument("--split", default="heldout", choices=["heldout", "train"])
-    sp.add_argument("--out", default=None)
-    sp.add_argument("--quiet", action="store_true")
+    sp.add_argument("--n-capture", type=int, default=20, help="prompts per task for the means")
+    sp.add_argument("--layer", type=int, default=None, help="injection layer (default round(L/3))")
+    sp.add_argument("--format", default="arrow", help="prompt format: arrow, qa, io, ab, textlabel, fx")
+    sp.add_argument("--seed", type=int, default=42, help="seed of every sample")
+    sp.add_argument("--split", default="heldout", choices=["heldout", "train"], help="tasks scored")
+    sp.add_argument("--out", default=None, help="directory for fv_examples.csv / fv_table.csv")
+    sp.add_argument("--quiet", action="store_true", help="no progress bars")
     sp.set_defaults(func=run)
 
 
 def run(args) -> int:
+    # light imports only until every argument is checked (usage errors answer in < 2 s)
     from addk_interp.core.errors import AddkError
-    from addk_interp.core.scoring import accuracy_table, bootstrap_ci, evaluate
-    from addk_interp.core.store import write_table
-    from addk_interp.core.tasks import arithmetic_family, parse_k_range, sample_family
-    from addk_interp.core.validate import check_count, check_seed
-    from addk_interp.hooks.capture import HeadMeans, capture_means
-    from addk_interp.hooks.fv import check_means_model, evaluate_fv, head_set_vectors
-    from addk_interp.hooks.interventions import check_heads, default_injection_layer, parse_heads
-    from addk_interp.models.loading import load_model
+    from addk_interp.core.heads import parse_heads
+    from addk_interp.core.tasks import arithmetic_family, get_format, parse_k_range, sample_family
+    from addk_interp.core.validate import check_count, check_seed, check_writable_dir
 
+    get_format(args.format)
+    check_count(args.shots, "--shots", lo=0, hi=1000)
+    if args.out:
+        check_writable_dir(args.out)
     check_count(args.n, "--n")
     check_count(args.n_capture, "--n-capture")
     check_seed(args.seed)
@@ -64,7 +72,17 @@ def run(args) -> int:
             raise AddkError(f"--coef values must be finite, got {args.coef!r}")
         if heads is None or len(coefs) != len(heads):
             raise AddkError("--coef needs one value per head in --heads")
+    if args.means and not Path(args.means).is_file():
+        raise AddkError(f"--means {args.means}: no such file")
     scored = sample_family(family, tasks, args.n, args.shots, seed=args.seed, kind="final_eval")
+
+    from addk_interp.core.scoring import accuracy_table, bootstrap_ci, evaluate
+    from addk_interp.core.store import write_table
+    from addk_interp.hooks.capture import HeadMeans, capture_means
+    from addk_interp.hooks.fv import check_means_model, evaluate_fv, head_set_vectors
+    from addk_interp.hooks.interventions import check_heads, default_injection_layer
+    from addk_interp.models.loading import load_model
+
     model = load_model(args.model)
     if heads is not None:
         check_heads(model, heads)

@@ -316,25 +316,31 @@ class Run:
     def budget(self) -> dict:
         return STAGE_PRESETS.get(self.cfg.preset, STAGE_PRESETS["default"])
 
-    def selected_heads(self) -> list[tuple[int, int]]:
-        d = read_json(self.out / "stages" / "localize" / "selected.json")
-        return [tuple(h) for h in d["heads"]]
+    def results(self):
+        """Typed views of this run's saved stage results (``report.results.RunResults``),
+        read afresh: each call sees the files as they are now."""
+        from addk_interp.report.results import RunResults
 
-    def headset_result(self) -> dict:
-        return read_json(self.out / "stages" / "scan" / "headsets.json")
+        return RunResults(self.out)
 
-    def main_heads(self) -> list[tuple[int, int]]:
-        main = self.headset_result().get("main", {})
-        return [tuple(h) for h in main.get("main", [])]
+    def _need(self, value, stage: str):
+        if value is None:
+            raise AddkError(f"stage {stage} has no result in {self.out} (run it first)")
+        return value
 
-    def analysis_heads(self) -> list[tuple[int, int]]:
-        """Main heads; else the selected heads by gain (at most 3); else none."""
-        main = self.main_heads()
-        if main:
-            return main
-        gains = self.headset_result().get("main", {}).get("gains", {})
-        ranked = sorted(gains, key=lambda h: -gains[h])[:3]
-        return [tuple(Head.parse(h)) for h in ranked]
+    def selected_heads(self) -> list[Head]:
+        return self._need(self.results().selection, "localize").heads
+
+    def scan_outcome(self):
+        """The scan stage's significant / main heads and verdict (``ScanOutcome``)."""
+        return self._need(self.results().scan, "scan")
+
+    def main_heads(self) -> list[Head]:
+        return self.scan_outcome().main
+
+    def analysis_heads(self) -> list[Head]:
+        """Main heads; else the scanned heads by gain (at most 3); else none."""
+        return self.results().analysis_heads() if self.results().scan else []
 
     # ------------------------------------------------------------------ main
     def validate(self) -> None:

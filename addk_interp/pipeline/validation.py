@@ -276,12 +276,10 @@ def validate(run, *, n_prompts: int = 4, verbose: bool = False) -> ValidationRes
 def _subspace(run, gt: dict | None, torch) -> dict[str, Any]:
     from addk_interp.analyses.periodic import principal_angles
 
-    sub = json.loads((run.out / "stages" / "subspaces" / "subspaces.json").read_text())
+    results = run.results()
+    sub = results.subspaces
     out: dict[str, Any] = {"per_head": {}}
-    from addk_interp.pipeline.analysis_stages import head_fits
-
-    heads = [tuple(h) for h in sub.get("heads", [])]
-    fits = head_fits(run, heads)
+    fits = results.fits
     planted_basis = None
     if gt is not None:
         d = run.model.info.d_model
@@ -290,9 +288,9 @@ def _subspace(run, gt: dict | None, torch) -> dict[str, Any]:
         out["planted_subspace"] = (
             f"residual coordinates {gt['probe_dims'][0]}..{gt['probe_dims'][-1]}"
         )
-    for d in sub.get("per_head") or []:
-        h = tuple(d["head"])
-        row: dict[str, Any] = {"peak_periods": list(d.get("peak_periods", []))[:5]}
+    for d in sub.per_head if sub else []:
+        h = d.head
+        row: dict[str, Any] = {"peak_periods": list(d.peak_periods)[:5]}
         fit = fits.get(h)
         if planted_basis is not None and fit is not None:
             row["angles_to_planted"] = [

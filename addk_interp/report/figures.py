@@ -1,10 +1,12 @@
-"""Registry of the report's figures: slug → (title, builder reading a run directory).
+"""Registry of the report's figures: slug → (title, caption, builder reading a run directory).
 
 Not a step of the method: every figure of ``report.html`` is built here from the saved stage
 results, so the report, the example scripts (``examples/<slug>.py``, one per figure) and
 notebooks draw the very same figure. A builder returns None when its stage did not produce
 the data (e.g. no analysis heads); the report then leaves the figure out and says why.
-Cost: milliseconds per figure (the subspace figures refit one head's targets, ~0.1 s).
+Each entry carries its caption (one sentence: what to look at, and what the figure does not
+show), so a caption lives with its figure. Cost: milliseconds per figure, except the attention
+view, which runs the model on two prompts (≈1 s for organism-fv on 2 shared CPU cores).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ class FigureSpec:
     title: str
     stage: str
     build: Callable
+    caption: str
 
 
 def _st(run) -> Path:
@@ -104,9 +107,11 @@ def _pc_coords(run):
 
 
 def _fitted(run):
-    from addk_interp.pipeline.analysis_stages import head_fits
+    # the subspaces stage's persisted fits (no model, no refit)
+    from addk_interp.analyses.periodic import load_fits
 
-    fits = head_fits(run, run.analysis_heads())
+    path = _st(run) / "subspaces" / "fits.safetensors"
+    fits = load_fits(path) if path.exists() else {}
     return plots_mech.fitted_targets(fits) if fits else None
 
 
@@ -138,108 +143,390 @@ def _json_figure(stage: str, name: str, plot: Callable, needs: str = "per_head")
     return build
 
 
+def _fv_heldout_refs(run) -> tuple[float | None, float | None]:
+    """(all-heads unit FV, zero-shot) accuracy on the held-out tasks (fv_eval), when known."""
+    p = _st(run) / "fv_eval" / "fv_summary.csv"
+    if not p.exists():
+        return None, None
+    t = pd.read_csv(p)
+    t = t[t["split"] == "heldout"]
+
+    def acc(cond):
+        r = t.loc[t["condition"] == cond, "fv_accuracy"]
+        return float(r.iloc[0]) if len(r) else None
+
+    return acc("all_heads_unit"), acc("zero_shot_no_fv")
+
+
+def _aie(run):
+    aie = _json(run, "aie", "aie_summary.json")
+    if not aie or not aie.get("topk"):
+        return None
+    fv_all, zero = _fv_heldout_refs(run)
+    return plots_mech.aie_bars(
+        aie, fv_all=fv_all, zero_shot=zero, title="AIE baseline: top-k FV (held-out tasks)"
+    )
+
+
+def head_effect_panels(run) -> list[dict]:
+    """The per-head causal measures a run has, each as a [layer, head] grid: AIE (``aie``
+    stage), single-head mean-ablation Δ accuracy (``headsets/necessity.json``; heads not
+    ablated are blank) and, when ``addk-interp validate`` has run, the rank of every head under
+    attribution patching and single-head ablation (``validation.json`` stores rankings)."""
+    import json
+
+    import numpy as np
+
+    from addk_interp.core.heads import Head
+
+    L, H = run.model.n_layers, run.model.n_heads
+    panels = []
+    p = _st(run) / "aie" / "aie.safetensors"
+    if p.exists():
+        from addk_interp.localize.aie import AIEResult
+
+        res = AIEResult.load(p, run.model)
+        n = sum(res.n_per_task)
+        panels.append(
+            dict(
+                title=f"AIE: mean Δ p(answer), task-mean output patched into label-shuffled "
+                f"prompts (n = {n}, {len(res.tasks)} tasks)",
+                z=res.aie.double().numpy(),
+                colorbar="AIE",
+                colorscale="RdBu",
+                reversescale=True,
+                zmid=0.0,
+            )
+        )
+    nec = _json(run, "headsets", "necessity.json") or {}
+    single = nec.get("single_head_accs") or {}
+    if single and nec.get("clean_acc") is not None:
+        z = np.full((L, H), np.nan)
+        for k, acc in single.items():
+            h = Head.parse(k)
+            if h.layer < L and h.head < H:
+                z[h.layer, h.head] = acc - nec["clean_acc"]
+        n = len((nec.get("meta") or {}).get("prompts") or [])
+        panels.append(
+            dict(
+                title=f"single-head mean ablation: Δ n-shot accuracy vs clean (n = {n}; "
+                f"{len(single)} of {L * H} heads ablated, blank: not ablated)",
+                z=z,
+                colorbar="Δ acc",
+                colorscale="RdBu",
+                zmid=0.0,
+                fmt="+.2f",
+            )
+        )
+    vj = run.out / "validation.json"
+    if vj.exists():
+        v = json.loads(vj.read_text())
+        for m in v.get("methods", []):
+            if m.get("method") not in ("attribution_patching", "single_head_ablation"):
+                continue
+            z = np.full((L, H), np.nan)
+            for r, k in enumerate(m.get("ranking", []), start=1):
+                h = Head.parse(k)
+                if h.layer < L and h.head < H:
+                    z[h.layer, h.head] = r
+            panels.append(
+                dict(
+                    title=f"addk-interp validate, {m['method'].replace('_', ' ')}: rank "
+                    "(1 = largest effect; ranks, not scores, are saved)",
+                    z=z,
+                    colorbar="rank",
+                    colorscale="Viridis",
+                    reversescale=True,
+                    fmt="d",
+                )
+            )
+    return panels
+
+
+def _head_effects(run):
+    panels = head_effect_panels(run)
+    if not panels:
+        return None
+    return plots_mech.head_effects(panels, title="Per-head causal effect [layer × head]")
+
+
+ATTENTION_KIND = "report_attention"  # sampling kind (seeded by the run's seed) of the prompts
+
+
+def attention_views(run, n_prompts: int = 2) -> list[dict]:
+    """Attention patterns (``blocks.{l}.attn.hook_pattern``) of the analysis heads on
+    ``n_prompts`` fixed n-shot prompts: one from the first and one from the last training task
+    (numeric order of k), sampled with the run's seed; token strings with their roles."""
+    import torch
+
+    from addk_interp.analyses.extraction import group_role
+    from addk_interp.core.prompts import encode_examples
+    from addk_interp.report.plots import task_sort_key
+
+    heads = [tuple(h) for h in run.analysis_heads()]
+    if not heads:
+        return []
+    tasks = sorted(run.family.train, key=task_sort_key)
+    picks = list(dict.fromkeys([tasks[0], tasks[-1]]))[:n_prompts]
+    ex = run.examples(picks, 1, ATTENTION_KIND)
+    enc = encode_examples(run.model, ex, run.cfg.format)
+    names = sorted({f"blocks.{la}.attn.hook_pattern" for la, _ in heads})
+    last = f"blocks.{max(la for la, _ in heads)}.attn.hook_pattern"
+    views = []
+    for e, x in zip(enc, ex, strict=True):
+        tokens = torch.tensor([list(e.prompt_ids)], dtype=torch.long)
+        with torch.no_grad():
+            acts = run.model.run_collect(tokens, names, stop_after=last)
+        strs = run.model.to_str_tokens(tokens)
+        roles = [group_role(g) for g in e.groups]
+        for la, h in heads:
+            views.append(
+                dict(
+                    head=(la, h),
+                    prompt=f"{x.task} prompt (query {x.query})",
+                    tokens=strs,
+                    roles=roles,
+                    pattern=acts[f"blocks.{la}.attn.hook_pattern"][0, h].double().cpu().numpy(),
+                )
+            )
+    return views
+
+
+def _attention(run):
+    views = attention_views(run)
+    return plots_mech.attention_patterns(views) if views else None
+
+
 _CIRCUITS = ("circuits", "circuits.json")
 _EXTRACTION = ("extraction", "extraction.json")
 _DEMOS = ("demos", "demos.json")
 
 
 FIGURES: tuple[FigureSpec, ...] = (
-    FigureSpec("fig01_accuracy_vs_k", "Clean accuracy vs k", "clean_eval", _accuracy),
     FigureSpec(
-        "fig02_head_norms", "Per-head mean-output norm (training tasks)", "capture", _head_norms
-    ),
-    FigureSpec("fig03_fv_accuracy", "Function-vector accuracy", "fv_eval", _fv),
-    FigureSpec("fig04_gate_coefficients", "Gate coefficients [layer × head]", "localize", _coef),
-    FigureSpec(
-        "fig05_sorted_coef", "Sorted |coef| with the selection cut", "localize", _sorted_coef
-    ),
-    FigureSpec("fig06_gate_training", "Gate training curves", "localize", _training),
-    FigureSpec("fig07_dose_response", "Dose-response (recovery) curves", "scan", _dose),
-    FigureSpec("fig08_headset_fv", "Head-set FV accuracy", "headsets", _headset),
-    FigureSpec("fig09_necessity", "Necessity of the main heads", "headsets", _necessity),
-    FigureSpec(
-        "fig10_cumulative_variance", "PCA cumulative variance per head", "subspaces", _cumvar
+        "fig01_accuracy_vs_k",
+        "Clean accuracy vs k",
+        "clean_eval",
+        _accuracy,
+        "Does the model do the task without help? Compare the n-shot curve with the 0-shot one "
+        "(◆ marks held-out tasks; error bars are bootstrap 95% CIs over prompts); it says "
+        "nothing about which heads carry the task.",
     ),
     FigureSpec(
-        "fig11_pc_coordinates", "PC coordinates vs k (first analysis head)", "subspaces", _pc_coords
+        "fig02_head_norms",
+        "Per-head mean-output norm (training tasks)",
+        "capture",
+        _head_norms,
+        "How large each head's mean output is, averaged over training tasks; a large norm is "
+        "not a causal effect (see the per-head causal effect figure).",
+    ),
+    FigureSpec(
+        "fig03_fv_accuracy",
+        "Function-vector accuracy",
+        "fv_eval",
+        _fv,
+        "Does adding the all-heads function vector to a zero-shot prompt recover the task? "
+        "Compare each bar with the dashed zero-shot baseline and the dotted clean n-shot "
+        "line; it does not localize the effect to any head.",
+    ),
+    FigureSpec(
+        "fig04_gate_coefficients",
+        "Gate coefficients [layer × head]",
+        "localize",
+        _coef,
+        "Which heads the trained gates keep (large |coef|); gate coefficients are a selection "
+        "signal, not a measured causal effect of each head alone.",
+    ),
+    FigureSpec(
+        "fig05_sorted_coef",
+        "Sorted |coef| with the selection cut",
+        "localize",
+        _sorted_coef,
+        "Where the selection rule cuts the sorted |coef| curve (red: selected heads, named in "
+        "the hover); a clean gap means a clear selection, a smooth curve an arbitrary one.",
+    ),
+    FigureSpec(
+        "fig06_gate_training",
+        "Gate training curves",
+        "localize",
+        _training,
+        "Whether gate training converged: one panel per quantity (losses, penalty, head "
+        "counts, accuracies) by epoch; it does not show which heads were kept.",
+    ),
+    FigureSpec(
+        "fig07_dose_response",
+        "Dose-response (recovery) curves",
+        "scan",
+        _dose,
+        "How accuracy grows as one head's FV term is scaled by c (main heads bold, with Wilson "
+        "95% CIs); a single head's curve cannot show interactions between heads.",
+    ),
+    FigureSpec(
+        "fig08_headset_fv",
+        "Head-set FV accuracy",
+        "headsets",
+        _headset,
+        "How much of the task each head set's FV recovers on held-out tasks, against the "
+        "zero-shot (dashed) and clean n-shot (dotted) lines; sufficiency only, not necessity.",
+    ),
+    FigureSpec(
+        "fig09_necessity",
+        "Necessity of the main heads",
+        "headsets",
+        _necessity,
+        "Does mean-ablating the main heads hurt more than ablating random head sets of the "
+        "same size (box points)? It tests necessity of the set, not of each head.",
+    ),
+    FigureSpec(
+        "fig10_cumulative_variance",
+        "PCA cumulative variance per head",
+        "subspaces",
+        _cumvar,
+        "How many principal components of a head's per-task means reach 95% of the variance "
+        "(dashed line); low dimension does not by itself mean the task is encoded there.",
+    ),
+    FigureSpec(
+        "fig11_pc_coordinates",
+        "PC coordinates vs k (first analysis head)",
+        "subspaces",
+        _pc_coords,
+        "How the first analysis head's top PC coordinates vary with k (look for periodic "
+        "patterns); other heads are not shown.",
     ),
     FigureSpec(
         "fig12_fitted_targets",
         "Fitted periodic / magnitude targets vs k, with R²",
         "subspaces",
         _fitted,
+        "How well each periodic or magnitude target of k is linearly read out of a head's PCs "
+        "(one panel per target, one color per head, R² in the panel title); a good fit is "
+        "correlational, see the projection tests for causal use.",
     ),
     FigureSpec(
-        "fig13_periodogram", "Periodogram (which periods each head uses)", "subspaces", _periodogram
+        "fig13_periodogram",
+        "Periodogram (which periods each head uses)",
+        "subspaces",
+        _periodogram,
+        "Which periods in k carry the variance of each head's task means (peaks); it ignores "
+        "phase and does not test causal use.",
     ),
     FigureSpec(
-        "fig14_principal_angles", "Principal angles between head subspaces", "subspaces", _angles
+        "fig14_principal_angles",
+        "Principal angles between head subspaces",
+        "subspaces",
+        _angles,
+        "Whether heads write into the same subspace (small angles) or different ones (near "
+        "90°); it compares geometry only, not function.",
     ),
     FigureSpec(
         "fig15_projection_tests",
         "Causal projection tests with error decomposition",
         "projections",
         _projections,
+        "Does the FV still work when projected onto / out of the fitted subspace (accuracy "
+        "with 95% CIs, left), and which digits the errors get wrong (right); small n per arm "
+        "gives wide CIs.",
     ),
     FigureSpec(
         "fig16_qk_roles",
         "QK: attention by token role",
         "circuits",
         _json_figure(*_CIRCUITS, plots_mech.qk_roles),
+        "Where the query row of each analysis head attends, summed by token role; attention "
+        "mass is not the information moved (see the OV figures).",
     ),
     FigureSpec(
         "fig17_qk_label_scores",
         "QK: score at a label vs its number",
         "circuits",
         _json_figure(*_CIRCUITS, plots_mech.qk_label_scores),
+        "Whether the query prefers some label numbers over others (centered pre-softmax "
+        "score); a flat cloud means attention does not depend on the number.",
     ),
     FigureSpec(
         "fig18_ov_embeddings",
         "OV map of number embeddings into the fitted subspace",
         "circuits",
         _json_figure(*_CIRCUITS, partial(plots_mech.ov_numbers, source="ov_embedding")),
+        "What the head's OV circuit writes, in its fitted basis, for each number-token "
+        "embedding (one color per head, dash per direction); raw embeddings, not in-context "
+        "residuals.",
     ),
     FigureSpec(
         "fig19_ov_labels",
         "OV map of label residuals into the fitted subspace",
         "circuits",
         _json_figure(*_CIRCUITS, partial(plots_mech.ov_numbers, source="ov_label")),
+        "The same OV read-out for the residual stream at in-context label tokens; it shows what "
+        "could be moved, not how much attention moves it.",
     ),
     FigureSpec(
         "fig20_group_shares",
         "Token-group shares of the task signal",
         "extraction",
         _json_figure(*_EXTRACTION, plots.share_bars),
+        "Which token roles the head's task signal comes from (signed shares, 95% CIs over "
+        "prompts); shares are exact decompositions of one head's output, not of the model's.",
     ),
     FigureSpec(
         "fig21_label_alignment",
         "Label peaking, alignment and weighting gain",
         "extraction",
         _json_figure(*_EXTRACTION, plots_mech.label_alignment),
+        "One panel per label metric (attention mass on labels and sinks, alignment with the "
+        "task direction, weighting gain), each with a 95% CI; descriptive, no intervention.",
     ),
     FigureSpec(
         "fig22_demo_trajectories",
         "Per-demonstration signal trajectories",
         "demos",
         _json_figure(*_DEMOS, plots_mech.demo_trajectories),
+        "How much each demonstration's label contributes to the head's aggregate signal (± 1 "
+        f"s.e.m.); contributions below {plots_mech.NO_SIGNAL:g} are reported as no signal "
+        "rather than drawn as a trend.",
     ),
     FigureSpec(
         "fig23_offset_readout",
         "Offset read-out from each label",
         "demos",
         _json_figure(*_DEMOS, plots_mech.offset_readout),
+        "Whether each label's signal encodes its own offset y − x (points on the dashed y = x "
+        "line are read out correctly; accuracy with 95% CI and chance in the legend); a "
+        "read-out is not proof the model uses it.",
     ),
     FigureSpec(
         "fig24_self_correction",
         "Self-correction curves",
         "demos",
         _json_figure(*_DEMOS, plots_mech.self_correction),
+        "What one wrong demonstration at position j does to accuracy and to the aggregate "
+        "signal (95% CIs); with few prompts the CIs are wide.",
     ),
     FigureSpec(
         "fig25_aie_baseline",
         "AIE baseline (Todd et al.) top-k FV",
         "aie",
-        _json_figure("aie", "aie_summary.json", plots_mech.aie_bars, needs="topk"),
+        _aie,
+        "How well an FV built from the top-k heads by average indirect effect recovers held-out "
+        "tasks (95% CIs) against the clean, all-heads and zero-shot lines; AIE ranks heads on "
+        "label-shuffled prompts, a different question than the gates.",
+    ),
+    FigureSpec(
+        "fig26_head_effects",
+        "Per-head causal effect [layer × head]",
+        "aie",
+        _head_effects,
+        "Which heads matter causally when intervened on one at a time (AIE, single-head "
+        "ablation, and the validate rankings when present; hover names the head); one-head "
+        "effects miss heads that only matter jointly.",
+    ),
+    FigureSpec(
+        "fig27_attention_patterns",
+        "Attention patterns of the analysis heads (two fixed prompts)",
+        "scan",
+        _attention,
+        "Where each analysis head attends on two fixed prompts (choose head and prompt in the "
+        "menu; tick labels name each token's role); two prompts are examples, not averages.",
     ),
 )
 

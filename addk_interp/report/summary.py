@@ -12,6 +12,7 @@ from pathlib import Path
 
 from addk_interp.core.errors import AddkError
 from addk_interp.core.heads import head_str
+from addk_interp.report.results import RunResults
 
 
 def _h(h) -> str:
@@ -42,15 +43,10 @@ def summarize_run(out: str | Path) -> list[tuple[str, str, str]]:
     """(quantity, value, source file) rows for a run directory."""
     import pandas as pd
 
-    from addk_interp.core.store import stage_json
-
     out = Path(out)
     st = out / "stages"
     if not (out / "manifest.json").exists():
         raise AddkError(f"{out} holds no finished run (no manifest.json)")
-
-    def js(stage, name):
-        return stage_json(out, stage, name)
 
     man = json.loads((out / "manifest.json").read_text())
     rows: list[tuple[str, str, str]] = []
@@ -76,20 +72,20 @@ def summarize_run(out: str | Path) -> list[tuple[str, str, str]]:
                 "fv_eval/fv_summary.csv",
             )
         )
-    sel = js("localize", "selected.json")
+    R = RunResults(out)
+    sel = R.selection
     if sel:
         add(
             (
-                f"selected heads ({sel['rule']} cut)",
-                f"{len(sel['heads'])}: " + ", ".join(_h(h) for h in sel["heads"]),
+                f"selected heads ({sel.rule} cut)",
+                f"{len(sel.heads)}: " + ", ".join(_h(h) for h in sel.heads),
                 "localize/selected.json",
             )
         )
-    hs = js("scan", "headsets.json")
-    if hs:
-        tests = (hs.get("significant") or {}).get("tests") or {}
-        sig = [k for k, t in tests.items() if isinstance(t, dict) and t.get("significant")]
-        add(("scanned heads", f"{len(hs.get('scanned', []))}", "scan/headsets.json"))
+    scan = R.scan
+    if scan:
+        sig = scan.significant
+        add(("scanned heads", f"{len(scan.scanned)}", "scan/headsets.json"))
         add(
             (
                 "significant heads (McNemar + BH)",
@@ -97,26 +93,20 @@ def summarize_run(out: str | Path) -> list[tuple[str, str, str]]:
                 "scan/headsets.json",
             )
         )
-        m = hs.get("main") or {}
-        gains = {head_str(k): v for k, v in (m.get("gains") or {}).items()}
         add(
             (
                 "main heads (quarter-of-best-gain) [gain]",
-                ", ".join(
-                    f"{_h(h)} [{gains.get(head_str(h), float('nan')):.2f}]"
-                    for h in m.get("main", [])
-                )
+                ", ".join(f"{_h(h)} [{scan.gains.get(h, float('nan')):.2f}]" for h in scan.main)
                 or "none",
                 "scan/headsets.json",
             )
         )
-        loc = hs.get("localization") or {}
-        add(("localization verdict", str(loc.get("verdict")), "scan/headsets.json"))
-        add(("verdict reason", str(loc.get("reason")), "scan/headsets.json"))
-        add(("selector verdict (§4.3, gains only)", str(m.get("verdict")), "scan/headsets.json"))
-    p = st / "headsets" / "headset_summary.csv"
-    if p.exists():
-        for _, r in _csv(p).iterrows():
+        add(("localization verdict", str(scan.verdict), "scan/headsets.json"))
+        add(("verdict reason", str(scan.reason), "scan/headsets.json"))
+        add(("selector verdict (§4.3, gains only)", str(scan.selector_verdict), "scan/headsets.json"))
+    t = R.headset_fv
+    if t is not None:
+        for _, r in t.iterrows():
             add(
                 (
                     f"head-set FV: {r['condition']}",
@@ -124,32 +114,33 @@ def summarize_run(out: str | Path) -> list[tuple[str, str, str]]:
                     "headsets/headset_summary.csv",
                 )
             )
-    nec = js("headsets", "necessity.json")
+    nec = R.necessity
     if nec:
-        ra = nec.get("random_accs") or []
+        ra = nec.random_accs
         add(
             (
                 "necessity: clean → main heads ablated (random subsets median)",
-                f"{nec['clean_acc']:.2f} → {nec['main_acc']:.2f}"
+                f"{nec.clean_acc:.2f} → {nec.main_acc:.2f}"
                 + (f" ({pd.Series(ra).median():.2f}, n={len(ra)})" if ra else "")
-                + f"; {nec.get('verdict')}",
+                + f"; {nec.verdict}",
                 "headsets/necessity.json",
             )
         )
-        rall = nec.get("random_all_accs") or []
+        rall = nec.random_all_accs
         if rall:
+            frac = nec.frac_random_all_at_least_main
             add(
                 (
                     "necessity control: random same-size subsets of all other heads "
                     "(median, min; share ≥ main-ablated)",
                     f"{pd.Series(rall).median():.2f}, {min(rall):.2f} (n={len(rall)}); "
-                    f"{nec.get('frac_random_all_at_least_main', float('nan')):.2f}",
+                    f"{float('nan') if frac is None else frac:.2f}",
                     "headsets/necessity.json",
                 )
             )
-        single = nec.get("single_head_accs") or {}
+        single = nec.single_head_accs
         if single:
-            low = sorted(single.items(), key=lambda kv: (kv[1], kv[0]))[:5]
+            low = sorted(single.items(), key=lambda kv: (kv[1], str(kv[0])))[:5]
             add(
                 (
                     f"single-head ablation: lowest accuracy of {len(single)} heads ablated alone",
@@ -157,21 +148,19 @@ def summarize_run(out: str | Path) -> list[tuple[str, str, str]]:
                     "headsets/necessity.json",
                 )
             )
-    sub = js("subspaces", "subspaces.json") or {}
-    for d in sub.get("per_head") or []:
-        r2 = d.get("r2") or {}
+    sub = R.subspaces
+    for d in sub.per_head if sub else []:
         add(
             (
-                f"{_h(d['head'])}: PCs for 95% / R² per target / peak periods",
-                f"{d['pcs_to_95']} / "
-                + ", ".join(f"{k} {v:.2f}" for k, v in r2.items())
-                + f" / {', '.join(f'{p:g}' for p in d['peak_periods'][:5])}",
+                f"{_h(d.head)}: PCs for 95% / R² per target / peak periods",
+                f"{d.pcs_to_95} / "
+                + ", ".join(f"{k} {v:.2f}" for k, v in d.r2.items())
+                + f" / {', '.join(f'{p:g}' for p in d.peak_periods[:5])}",
                 "subspaces/subspaces.json",
             )
         )
-    p = st / "projections" / "projections.csv"
-    if p.exists():
-        t = _csv(p)
+    t = R.projections
+    if t is not None:
         for head, g in t.groupby("head"):
             add(
                 (
@@ -180,32 +169,32 @@ def summarize_run(out: str | Path) -> list[tuple[str, str, str]]:
                     "projections/projections.csv",
                 )
             )
-    ext = js("extraction", "extraction.json") or {}
-    for h, d in (ext.get("per_head") or {}).items():
-        ls = d.get("label_share") or {}
-        if ls.get("mean") is not None:
+    ext = R.extraction
+    for h in (ext.role_share if ext else {}):
+        ls = ext.label_share.get(h)
+        if ls is not None:
             add(
                 (
                     f"{_h(h)}: label share of the task signal",
-                    _ci(ls["mean"], ls["ci_low"], ls["ci_high"])
-                    + f" (identity rel. error ≤ {d.get('identity_max_rel_error', float('nan')):.1e})",
+                    _ci(ls.mean, ls.ci_low, ls.ci_high)
+                    + f" (identity rel. error ≤ {ext.identity_max_rel_error.get(h, float('nan')):.1e})",
                     "extraction/extraction.json",
                 )
             )
-        roles = d.get("roles") or {}
-        top = sorted(roles, key=lambda r: -abs((roles[r] or {}).get("mean") or 0))[:3]
+        roles = ext.role_share[h]
+        top = sorted(roles, key=lambda r: -abs(roles[r]))[:3]
         if top:
             add(
                 (
                     f"{_h(h)}: largest role shares",
-                    ", ".join(f"{r} {roles[r]['mean']:.2f}" for r in top),
+                    ", ".join(f"{r} {roles[r]:.2f}" for r in top),
                     "extraction/extraction.json",
                 )
             )
-    cir = js("circuits", "circuits.json") or {}
-    for h, d in (cir.get("per_head") or {}).items():
-        rm = d["qk"]["role_mass"]
-        top = sorted(rm, key=lambda r: -(rm[r] or 0))[:2]
+    cir = R.circuits
+    for h, c in (cir.per_head if cir else {}).items():
+        rm = c.role_mass
+        top = sorted(rm, key=lambda r: -rm[r])[:2]
         add(
             (
                 f"{_h(h)}: query-row attention by role (top 2)",
@@ -213,58 +202,61 @@ def summarize_run(out: str | Path) -> list[tuple[str, str, str]]:
                 "circuits/circuits.json",
             )
         )
-        dec = d.get("ov_decomposition")
-        if dec:
+        if c.ov_fraction:
             add(
                 (
                     f"{_h(h)}: OV of label residuals, variance in unit / magnitude parts",
-                    f"{dec['fraction'].get('unit', 0):.2f} / {dec['fraction'].get('magnitude', 0):.2f}",
+                    f"{c.ov_fraction.get('unit', 0):.2f} / {c.ov_fraction.get('magnitude', 0):.2f}",
                     "circuits/circuits.json",
                 )
             )
-    dem = js("demos", "demos.json") or {}
-    if dem.get("reason"):
-        add(("demos", dem["reason"], "demos/demos.json"))
-    for h, d in (dem.get("per_head") or {}).items():
-        r = d.get("offset_readout")
+    dem = R.demos
+    if dem and dem.reason:
+        add(("demos", dem.reason, "demos/demos.json"))
+    for h in _union(dem.readout, dem.self_correction) if dem else []:
+        r = dem.readout.get(h)
         if r:
             add(
                 (
                     f"{_h(h)}: offset read-out accuracy (chance) / corr with own offset, with k",
-                    f"{r['accuracy']:.2f} ({r['chance']:.2f}) / {_f(r['corr_own_offset'])}, "
-                    f"{_f(r['corr_query_k'])}",
+                    f"{r.accuracy:.2f} ({r.chance:.2f}) / {_f(r.corr_own_offset)}, "
+                    f"{_f(r.corr_query_k)}",
                     "demos/demos.json",
                 )
             )
-        sc = d.get("self_correction")
+        sc = dem.self_correction.get(h)
         if sc:
-            a = sc.get("accuracy") or {}
-            js_ = [f"j{j}" for j in range(sc["shots"])]
+            a = sc.accuracy
+            js_ = [f"j{j}" for j in range(sc.shots)]
             add(
                 (
                     f"{_h(h)}: self-correction (accuracy clean → wrong label at demo 1..n; shuffled)",
                     f"{a.get('clean', float('nan')):.2f} → "
                     + " ".join(f"{a.get(j, float('nan')):.2f}" for j in js_)
-                    + f"; shuffled {a.get('shuffled', float('nan')):.2f}; verdict {sc['verdict']}",
+                    + f"; shuffled {a.get('shuffled', float('nan')):.2f}; verdict {sc.verdict}",
                     "demos/demos.json",
                 )
             )
-    aie = js("aie", "aie_summary.json")
+    aie = R.aie
     if aie:
-        for k, v in (aie.get("topk") or {}).items():
+        for k, v in aie.topk.items():
             add(
                 (
                     f"AIE top-{k} FV (held-out) / overlap with selected",
-                    _ci(v["accuracy"], v["ci_low"], v["ci_high"])
-                    + f" / {aie['overlap_with_selected'].get(k)}",
+                    _ci(v.accuracy, v.ci[0], v.ci[1]) + f" / {aie.overlap_with_selected.get(k)}",
                     "aie/aie_summary.json",
                 )
             )
-        if aie.get("reason"):
-            add(("AIE", aie["reason"], "aie/aie_summary.json"))
+        if aie.reason:
+            add(("AIE", aie.reason, "aie/aie_summary.json"))
     stages = ", ".join(f"{s['name']} {s.get('wall_s', 0):.0f}" for s in man["stages"])
     add(("wall seconds per stage", stages, "manifest.json"))
     return rows
+
+
+def _union(a: dict, b: dict) -> list:
+    """Keys of ``a`` then the new keys of ``b``, in order."""
+    return list(a) + [k for k in b if k not in a]
 
 
 def to_markdown(rows) -> str:
