@@ -58,3 +58,20 @@ def test_run_prints_each_stage_and_the_headline(tmp_path, capsys):
     assert main(argv) == 0
     again = capsys.readouterr().out
     assert any(ln.split()[:2] == ["clean_eval", "cached"] for ln in again.splitlines()), again
+
+
+def test_every_flag_of_every_command_has_help():
+    """A new user reads `--help`: every option says what it does (defaults are shown by the
+    commands' formatters)."""
+    import argparse
+
+    from addk_interp.cli.main import build_parser
+
+    p = build_parser()
+    sub = next(a for a in p._actions if isinstance(a, argparse._SubParsersAction))
+    missing = {
+        name: [a.option_strings or a.dest for a in sp._actions
+               if not a.help and not isinstance(a, argparse._HelpAction)]
+        for name, sp in sub.choices.items()
+    }
+    assert not {k: v for k, v in missing.items() if v}, missing

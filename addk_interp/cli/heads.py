@@ -14,7 +14,7 @@ from addk_interp.core.heads import head_str
 def add_parser(sub) -> None:
     sp = sub.add_parser("heads", help="main / minor heads from a saved recovery scan")
     sp.add_argument("--scan", required=True, help="recovery scan JSON")
-    sp.add_argument("--json", action="store_true")
+    sp.add_argument("--json", action="store_true", help="print the selections as JSON")
     sp.set_defaults(func=run)
 
 

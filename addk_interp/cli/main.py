@@ -80,6 +80,7 @@ def cmd_eval(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="addk-interp", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
+    fmt = argparse.ArgumentDefaultsHelpFormatter
 
     def model_args(sp):
         sp.add_argument(
@@ -87,29 +88,36 @@ def build_parser() -> argparse.ArgumentParser:
             default="default",
             help="default | smollm2-135m | organism | tiny-* | HF dir | .gguf | hub name",
         )
-        sp.add_argument("--backend", default="bridge", choices=["bridge", "hooked"])
+        sp.add_argument(
+            "--backend",
+            default="bridge",
+            choices=["bridge", "hooked"],
+            help="TransformerBridge (default) or classic HookedTransformer where TL supports it",
+        )
 
     def task_args(sp):
         sp.add_argument("--family", default="add", help="add | sub | mul")
         sp.add_argument("--k", default=None, help="k values, e.g. 1-30 or 1,2,5")
         sp.add_argument("--task-file", nargs="*", help="JSON task files / directory")
         sp.add_argument("--heldout", nargs="*", help="held-out task names (JSON families)")
-        sp.add_argument("--format", default="arrow")
-        sp.add_argument("--seed", type=int, default=42)
-        sp.add_argument("--batch-size", type=int, default=32)
-        sp.add_argument("--quiet", action="store_true")
+        sp.add_argument(
+            "--format", default="arrow", help="prompt format: arrow, qa, io, ab, textlabel, fx"
+        )
+        sp.add_argument("--seed", type=int, default=42, help="seed of every sample")
+        sp.add_argument("--batch-size", type=int, default=32, help="prompts per forward")
+        sp.add_argument("--quiet", action="store_true", help="no progress bars")
 
-    sp = sub.add_parser("info", help="model facts (ModelInfo)")
+    sp = sub.add_parser("info", help="model facts (ModelInfo)", formatter_class=fmt)
     model_args(sp)
-    sp.add_argument("--json", action="store_true")
+    sp.add_argument("--json", action="store_true", help="print ModelInfo as JSON")
     sp.set_defaults(func=cmd_info)
 
-    sp = sub.add_parser("eval", help="few-shot accuracy per task x shots")
+    sp = sub.add_parser("eval", help="few-shot accuracy per task x shots", formatter_class=fmt)
     model_args(sp)
     task_args(sp)
-    sp.add_argument("--shots", default="0,2,5,10")
+    sp.add_argument("--shots", default="0,2,5,10", help="shot counts, e.g. 0,2,5,10 or 0-10")
     sp.add_argument("--n", type=int, default=30, help="examples per task")
-    sp.add_argument("--out", default=None)
+    sp.add_argument("--out", default=None, help="directory for the CSV + JSON (default: print only)")
     sp.set_defaults(func=cmd_eval)
 
     for extra in (
