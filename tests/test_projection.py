@@ -204,8 +204,14 @@ def test_result_schema_and_error_counts():
     assert list(arms)[:3] == ["zero_shot", "c0", "unprojected"]
     a = arms["onto_unit"]
     assert set(a) == {"n", "accuracy", "ci_low", "ci_high", "paired_with_unprojected", "errors"} | {
-        "definition"
+        "definition", "mean_answer_logprob"
     }
+    # the graded metric: a mean log-probability (finite, ≤ 0) per arm, and it equals the mean of
+    # the per-example answer log-probabilities
+    assert a["mean_answer_logprob"] <= 0
+    pe = res.per_example
+    sel = pe[(pe["head"] == "L1H2") & (pe["arm"] == "onto_unit")]["answer_logprob"]
+    assert abs(sel.mean() - a["mean_answer_logprob"]) < 1e-9
     assert set(a["paired_with_unprojected"]) == {"b", "d"}
     assert set(a["errors"]) == {*P.ERROR_KINDS, "n_wrong"}
     assert d["error_decomposition"]["computed"] and d["heads"]["L2H0"]["c_star"] == 2.5

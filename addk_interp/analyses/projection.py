@@ -369,11 +369,13 @@ class ArmSummary:
     mode: str | None = None
     subspace: str | None = None
     rank: int | None = None
+    mean_answer_logprob: float | None = None  # graded metric beside exact match
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "n": self.n,
             "accuracy": self.accuracy,
+            "mean_answer_logprob": self.mean_answer_logprob,
             "ci_low": self.ci_low,
             "ci_high": self.ci_high,
             "paired_with_unprojected": {"b": self.b, "d": self.d},
@@ -400,6 +402,7 @@ class ArmSummary:
             "accuracy": self.accuracy,
             "ci_low": self.ci_low,
             "ci_high": self.ci_high,
+            "mean_answer_logprob": self.mean_answer_logprob,
             "b": self.b,
             "d": self.d,
         }
@@ -720,6 +723,7 @@ def projection_tests(
                     b=b,
                     d=d,
                     errors=counts,
+                    mean_answer_logprob=float(np.mean(lp)),
                     mode=None if arm is None else arm.mode,
                     subspace=None if arm is None else arm.subspace,
                     rank=None if arm is None else arm.rank,

@@ -321,8 +321,15 @@ def aie_topk_eval(
         clean = evaluate(model, examples, fmt, batch_size=batch_size)
     clean_ok = clean["correct"].to_numpy().astype(bool)
     vecs = torch.stack([headset_vectors(means, examples, result.top(k)) for k in ks])
-    sc = runner.score_vectors(vecs, logprob=False)
+    sc = runner.score_vectors(vecs, logprob=True)
     return {
-        k: summarize(f"aie_top{k}", sc.correct[i], clean_ok, heads=result.top(k), seed=seed)
+        k: summarize(
+            f"aie_top{k}",
+            sc.correct[i],
+            clean_ok,
+            heads=result.top(k),
+            seed=seed,
+            answer_logprob=sc.answer_logprob[i],
+        )
         for i, k in enumerate(ks)
     }

@@ -416,6 +416,9 @@ class ConditionSummary:
     only_clean: int
     neither: int
     heads: tuple[Head, ...] = ()
+    # graded metric beside exact match: mean log p(answer tokens), teacher forced (None when
+    # the condition was scored without it)
+    mean_answer_logprob: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -431,8 +434,10 @@ def summarize(
     heads: Sequence[Head] = (),
     seed: int = 0,
     n_boot: int = 2000,
+    answer_logprob: Float[np.ndarray, " n"] | None = None,
 ) -> ConditionSummary:
-    """Accuracy + percentile bootstrap CI + the 2×2 pairing with clean."""
+    """Accuracy + percentile bootstrap CI + the 2×2 pairing with clean (+ the mean answer
+    log-probability when given)."""
     c = np.asarray(correct, dtype=bool)
     k = np.asarray(clean, dtype=bool)
     lo, hi = bootstrap_ci(c.astype(float), n_boot=n_boot, seed=seed)
@@ -448,6 +453,9 @@ def summarize(
         only_clean=int((~c & k).sum()),
         neither=int((~c & ~k).sum()),
         heads=tuple(heads),
+        mean_answer_logprob=(
+            None if answer_logprob is None else float(np.mean(np.asarray(answer_logprob)))
+        ),
     )
 
 

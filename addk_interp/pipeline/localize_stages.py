@@ -79,6 +79,7 @@ def scan(run, sdir: Path) -> list[Path]:
         heads,
         train_tasks=run.family.train,
         c_max=run.budget["c_max"],
+        logprob=True,  # graded dose-response beside exact match
     )
     files.append(save_scan_json(scan, sdir / "scan.json"))
     hs = head_sets(scan)

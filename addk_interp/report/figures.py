@@ -528,7 +528,30 @@ FIGURES: tuple[FigureSpec, ...] = (
         "Where each analysis head attends on two fixed prompts (choose head and prompt in the "
         "menu; tick labels name each token's role); two prompts are examples, not averages.",
     ),
+    FigureSpec(
+        "fig28_graded_effects",
+        "Graded effects: mean log p(answer) beside exact match",
+        "fv_eval",
+        lambda run: _graded(run),
+        "Whether FVs, the dose-response, projections and AIE top-k FVs move the answer's "
+        "log-probability against the zero-shot baseline even where exact match stays near 0; "
+        "a higher log-probability is not a correct answer.",
+    ),
 )
+
+
+def _graded(run):
+    def csv(stage, name):
+        p = _st(run) / stage / name
+        return pd.read_csv(p) if p.exists() else None
+
+    aie = _json(run, "aie", "aie_summary.json") or {}
+    return plots.graded_effects(
+        csv("fv_eval", "fv_examples.csv"),
+        _json(run, "scan", "scan.json"),
+        csv("projections", "projections.csv"),
+        aie.get("topk"),
+    )
 
 
 def figure_spec(slug: str) -> FigureSpec:

@@ -110,8 +110,11 @@ def _clean_finding(run) -> str:
     return "; ".join(parts) + " — pooled over prompts, bootstrap 95% CI"
 
 
-def _paired_lift(run, split: str) -> tuple[float, float, float, int] | None:
-    """Paired lift (all-heads FV − zero-shot, same prompts) with its bootstrap 95% CI."""
+def _paired_lift(
+    run, split: str, col: str = "correct"
+) -> tuple[float, float, float, int] | None:
+    """Paired lift (all-heads FV − zero-shot, same prompts) of ``col`` (exact match, or the
+    graded ``answer_logprob``) with its bootstrap 95% CI."""
     from addk_interp.core.scoring import bootstrap_ci
 
     p = run.out / "stages" / "fv_eval" / "fv_examples.csv"
@@ -119,7 +122,7 @@ def _paired_lift(run, split: str) -> tuple[float, float, float, int] | None:
         return None
     df = pd.read_csv(
         p,
-        usecols=["task", "query", "answer", "correct", "condition", "split"],
+        usecols=["task", "query", "answer", col, "condition", "split"],
         dtype={"query": str, "answer": str},
         keep_default_na=False,
     )
@@ -132,7 +135,7 @@ def _paired_lift(run, split: str) -> tuple[float, float, float, int] | None:
     m = fv.merge(zs, on=[*key, "occ"], suffixes=("_fv", "_zs"))
     if not len(m) or len(m) != len(fv) or len(m) != len(zs):
         return None
-    lift = m["correct_fv"].astype(float).to_numpy() - m["correct_zs"].astype(float).to_numpy()
+    lift = m[f"{col}_fv"].astype(float).to_numpy() - m[f"{col}_zs"].astype(float).to_numpy()
     lo, hi = bootstrap_ci(lift, seed=run.cfg.seed)
     return float(lift.mean()), lo, hi, len(lift)
 
@@ -155,6 +158,12 @@ def _fv_finding(run) -> str:
         lift = _paired_lift(run, split)
         if lift is not None:
             s += f", paired lift {lift[0]:+.2f} [{lift[1]:+.2f}, {lift[2]:+.2f}]"
+        graded = _paired_lift(run, split, "answer_logprob")
+        if graded is not None:
+            s += (
+                f", log p(answer) lift {graded[0]:+.2f} nats [{graded[1]:+.2f}, "
+                f"{graded[2]:+.2f}]"
+            )
         s += f" (n = {_n(int(fv['n']))}; clean n-shot {fv['clean_accuracy']:.2f})"
         parts.append(s)
     layer = int(t["layer"].iloc[0]) if "layer" in t and len(t) else run.layer
@@ -369,7 +378,7 @@ def _findings(run, drawn: set[str]) -> str:
             (),
         ),
         ("Clean accuracy", _clean_finding(run), ("fig01_accuracy_vs_k",)),
-        ("FV recovery", _fv_finding(run), ("fig03_fv_accuracy",)),
+        ("FV recovery", _fv_finding(run), ("fig03_fv_accuracy", "fig28_graded_effects")),
         (
             "Heads",
             _heads_finding(run),

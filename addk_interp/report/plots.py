@@ -541,3 +541,87 @@ def share_bars(extraction: dict, title: str = "Token-group share of the task sig
         title=title, yaxis_title="signed share (sums to 1 over roles)", barmode="group"
     )
     return fig
+
+
+def _mean_ci(x: np.ndarray, seed: int = 0, n_boot: int = 2000) -> tuple[float, float, float]:
+    """Mean and a percentile-bootstrap 95 % CI (NaNs dropped)."""
+    x = np.asarray(x, dtype=float)
+    x = x[np.isfinite(x)]
+    if x.size == 0:
+        return float("nan"), float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    boots = rng.choice(x, size=(n_boot, x.size), replace=True).mean(1)
+    return float(x.mean()), float(np.quantile(boots, 0.025)), float(np.quantile(boots, 0.975))
+
+
+def graded_effects(
+    fv_examples: pd.DataFrame | None,
+    scan: dict | None,
+    projections: pd.DataFrame | None,
+    aie_topk: dict | None,
+    title: str = "Graded effects: mean log p(answer), teacher forced",
+) -> go.Figure | None:
+    """The graded metric beside exact match, one panel per experiment: function vectors vs the
+    zero-shot baseline (paired prompts), the dose-response per scanned head, the projection
+    arms, and the AIE top-k FVs. An effect that does not flip the argmax still moves these."""
+    panels = [
+        ("FV vs zero-shot (per split)", fv_examples is not None and "answer_logprob" in fv_examples),
+        ("dose-response (scanned heads)", bool(scan and scan.get("mean_answer_logprob"))),
+        ("projection arms", projections is not None and "mean_answer_logprob" in projections),
+        ("AIE top-k FV", bool(aie_topk) and any(
+            (v or {}).get("mean_answer_logprob") is not None for v in (aie_topk or {}).values())),
+    ]
+    if not any(ok for _, ok in panels):
+        return None
+    fig = make_subplots(rows=2, cols=2, subplot_titles=[t for t, _ in panels],
+                        vertical_spacing=0.18, horizontal_spacing=0.1)
+    zero = None
+    if panels[0][1]:
+        df = fv_examples
+        for split, g in df.groupby("split", sort=True):
+            rows = []
+            for cond, gg in g.groupby("condition", sort=True):
+                m, lo, hi = _mean_ci(gg["answer_logprob"].to_numpy())
+                rows.append((cond, m, lo, hi, len(gg)))
+                if cond == "zero_shot_no_fv" and split == "heldout":
+                    zero = m
+            fig.add_trace(go.Bar(
+                x=[r[0] for r in rows], y=[r[1] for r in rows], name=f"FV ({split})",
+                error_y=ci_error([r[1] for r in rows], [r[2] for r in rows], [r[3] for r in rows]),
+                customdata=[[r[4], r[2], r[3]] for r in rows],
+                hovertemplate="%{x}: %{y:.2f} [%{customdata[1]:.2f}, %{customdata[2]:.2f}]"
+                " (n = %{customdata[0]})<extra>" + split + "</extra>",
+            ), row=1, col=1)
+    if panels[1][1]:
+        grid = scan.get("c_grid") or []
+        for key, vals in scan["mean_answer_logprob"].items():
+            fig.add_trace(go.Scatter(
+                x=grid[: len(vals)], y=vals, mode="lines+markers", name=head_str(key),
+                hovertemplate=head_str(key) + ", c = %{x}: %{y:.2f} (n = "
+                + str(scan.get("n_examples", "?")) + ")<extra></extra>",
+            ), row=1, col=2)
+        fig.update_xaxes(title_text="coefficient c", dtick=1, row=1, col=2)
+    if panels[2][1]:
+        t = projections
+        for head, g in t.groupby("head", sort=False):
+            fig.add_trace(go.Bar(
+                x=g["arm"], y=g["mean_answer_logprob"], name=f"{head_str(str(head))} arms",
+                customdata=g[["n"]].to_numpy(),
+                hovertemplate="%{x}: %{y:.2f} (n = %{customdata[0]})<extra>"
+                + head_str(str(head)) + "</extra>",
+            ), row=2, col=1)
+    if panels[3][1]:
+        ks = sorted(aie_topk, key=int)
+        ys = [aie_topk[k].get("mean_answer_logprob") for k in ks]
+        fig.add_trace(go.Bar(
+            x=[f"top-{k}" for k in ks], y=ys, name="AIE top-k FV",
+            customdata=[[aie_topk[k].get("n")] for k in ks],
+            hovertemplate="%{x}: %{y:.2f} (n = %{customdata[0]})<extra></extra>",
+        ), row=2, col=2)
+    if zero is not None:
+        for r, c in ((1, 1), (2, 2)):
+            fig.add_hline(y=zero, line_dash="dot", row=r, col=c,
+                          annotation_text="zero-shot (held-out)", annotation_position="bottom left")
+    fig.update_yaxes(title_text="mean log p(answer)")
+    fig.update_layout(title=title, height=720, legend=dict(orientation="h", y=-0.12))
+    return fig
