@@ -2,7 +2,9 @@
 
 Each ``results/summaries/NAME.md`` was written by ``addk-interp summary RUN_DIR --save
 results/summaries/NAME.md`` from a finished run, each ``results/validation/NAME.md`` is the
-``validation.md`` that ``addk-interp validate`` wrote into its run directory; README.md holds
+``validation.md`` that ``addk-interp validate`` wrote into its run directory, each
+``results/findings/NAME.md`` is ``addk-interp summary RUN_DIR --findings --save ...`` (the
+report's findings block); README.md holds
 them verbatim between ``<!-- results:NAME -->`` / ``<!-- validation:NAME -->`` and the
 matching closing comment. ``--check`` exits 1 when README
 differs from the summaries (the test suite runs it), so README's result tables cannot drift
@@ -17,9 +19,13 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 SUMMARIES = ROOT / "results" / "summaries"
-KINDS = {"results": SUMMARIES, "validation": ROOT / "results" / "validation"}
+KINDS = {
+    "results": SUMMARIES,
+    "validation": ROOT / "results" / "validation",
+    "findings": ROOT / "results" / "findings",
+}
 BLOCK = re.compile(
-    r"(<!-- (?P<kind>results|validation):(?P<name>[\w.-]+) -->\n)(?P<body>.*?)"
+    r"(<!-- (?P<kind>results|validation|findings):(?P<name>[\w.-]+) -->\n)(?P<body>.*?)"
     r"(<!-- /(?P=kind):(?P=name) -->)",
     re.S,
 )

@@ -10,7 +10,19 @@ def _cmd(a) -> int:
     from addk_interp.core.store import atomic_write_text
     from addk_interp.report.summary import summarize_run, to_markdown
 
-    md = to_markdown(summarize_run(a.out)) + "\n"
+    if a.findings:
+        from addk_interp.core.errors import AddkError
+        from addk_interp.report.html import findings_text
+
+        rep = Path(a.out) / "report.html"
+        if not rep.is_file():
+            raise AddkError(f"{a.out} has no report.html (run addk-interp run first)")
+        text = findings_text(rep.read_text())
+        if not text:
+            raise AddkError(f"{rep} has no findings block (written by an older version)")
+        md = "".join(f"- {line}\n" for line in text.splitlines())
+    else:
+        md = to_markdown(summarize_run(a.out)) + "\n"
     if a.save:
         atomic_write_text(Path(a.save), md)
         print(f"wrote {a.save}")
@@ -24,6 +36,11 @@ def add_parser(sub) -> None:
     sp.add_argument("out", help="run directory")
     sp.add_argument(
         "--markdown", action="store_true", help="markdown table (the default and only format)"
+    )
+    sp.add_argument(
+        "--findings",
+        action="store_true",
+        help="print the report's findings block (one line per finding) instead of the table",
     )
     sp.add_argument(
         "--save",
