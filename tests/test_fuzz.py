@@ -22,8 +22,9 @@ on the raw HookedTransformer, never the toolkit's own code path.
 - plus a plain test: in float64 a post-norm block's head sum is exact to 1e-12.
 
 Profiles: with ``ADDK_FUZZ_EXAMPLES`` unset (fast, CI) the original property runs 12 cases and
-each further property ``FEW`` = 4; ``ADDK_FUZZ_EXAMPLES=1000 pytest tests/test_fuzz.py`` is the
-long profile (every property at that count).
+each further property ``FEW`` = 4; ``ADDK_FUZZ_EXAMPLES=N pytest tests/test_fuzz.py`` runs every
+one of the seven properties at N cases: the long profile is N = 150 (1,050 cases; README has its
+last result).
 """
 
 import functools
