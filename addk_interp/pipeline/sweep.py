@@ -33,7 +33,8 @@ and on this machine::
 Refused before anything is submitted or written (one-line ``AddkError``): no model / family /
 seed, an unknown model spec or family, k outside the family, duplicate cells, negative seeds,
 an ``OUT`` that cannot be written or holds something other than a sweep, Slurm options without
-``--executor slurm``, ``--executor slurm`` without ``sbatch``, a device this machine lacks
+``--executor slurm``, ``--executor slurm`` without ``sbatch`` / ``srun`` or, with
+``--device cuda``, without ``--slurm-gpus-per-node``, a device this machine lacks
 (local / debug). A cell that fails (a model that cannot be loaded, a stage error, a job
 killed) is a ``failed`` row carrying its error line; its full trace is in
 ``OUT/errors/<cell>.txt``. Cost: the cells' runs; the bookkeeping is negligible.
@@ -425,6 +426,10 @@ def plan_sweep(spec: SweepSpec, out: str | Path) -> list[SweepCell]:
     ):
         if not vals:
             raise AddkError(f"a sweep needs at least one {what}")
+    from addk_interp.pipeline.presets import PRESETS
+
+    if spec.preset not in PRESETS:
+        raise AddkError(f"unknown preset {spec.preset!r}: use {', '.join(sorted(PRESETS))}")
     if spec.executor not in EXECUTORS:
         raise AddkError(f"unknown executor {spec.executor!r}: use {', '.join(EXECUTORS)}")
     if spec.executor != "slurm":
@@ -438,10 +443,21 @@ def plan_sweep(spec: SweepSpec, out: str | Path) -> list[SweepCell]:
         ]
         if given:
             raise AddkError(f"{', '.join(given)} needs --executor slurm")
-    elif shutil.which("sbatch") is None:
-        raise AddkError("--executor slurm needs Slurm's sbatch on PATH (run it on a login node)")
+    else:
+        missing = [t for t in ("sbatch", "srun") if shutil.which(t) is None]
+        if missing:
+            raise AddkError(
+                f"--executor slurm needs Slurm's {' and '.join(missing)} on PATH "
+                "(run it on a login node)"
+            )
     if spec.slurm_gpus_per_node is not None:
         check_count(spec.slurm_gpus_per_node, "--slurm-gpus-per-node", lo=0, hi=64)
+    if (
+        spec.executor == "slurm"
+        and str(spec.device).startswith("cuda")
+        and not spec.slurm_gpus_per_node
+    ):
+        raise AddkError("--device cuda with --executor slurm needs --slurm-gpus-per-node ≥ 1")
     check_count(spec.timeout_min, "--timeout-min", hi=100_000)
     check_count(spec.threads, "--threads", hi=1024)
     if spec.dtype not in FLOAT_DTYPES:
@@ -630,6 +646,12 @@ def make_executor(spec: SweepSpec, folder: Path):
     )
     if spec.slurm_gpus_per_node is not None:
         params["gpus_per_node"] = spec.slurm_gpus_per_node
+    elif spec.executor == "local" and str(spec.device).startswith("cuda"):
+        import torch
+
+        # submitit's local jobs get CUDA_VISIBLE_DEVICES from gpus_per_node ("" for 0, which
+        # would hide every GPU): every local cell sees all of this machine's GPUs
+        params["gpus_per_node"] = torch.cuda.device_count()
     if spec.slurm_partition is not None:
         params["slurm_partition"] = spec.slurm_partition
     ex.update_parameters(**params)
