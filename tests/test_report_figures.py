@@ -290,19 +290,26 @@ def test_fitted_targets_one_color_per_head():
 def test_small_signals_and_single_angles_are_numbers_not_plots():
     import plotly.graph_objects as go
 
+    from addk_interp.core.heads import Head
     from addk_interp.report.plots import accuracy_vs_k
     from addk_interp.report.plots_mech import angle_heatmap, demo_trajectories
+    from addk_interp.report.results import Angles, Demos, SelfCorrectionView
 
-    quiet = {"per_head": {"L1H3": {"self_correction": {"contributions": {"clean": [[3e-5] * 5]}}}}}
-    fig = demo_trajectories(quiet)
+    def demos(contrib):
+        sc = SelfCorrectionView(5, {}, "n/a", clean_contributions=contrib)
+        return Demos({}, {Head(1, 3): sc}, None, [Head(1, 3)])
+
+    fig = demo_trajectories(demos([[3e-5] * 5]))
     assert not fig.data and "no signal" in fig.layout.annotations[0].text
     assert "3.0e-05" in fig.layout.annotations[0].text
-    loud = {"per_head": {"L1H3": {"self_correction": {"contributions": {"clean": [[0.2] * 5]}}}}}
-    assert len(demo_trajectories(loud).data) == 1
-    one = angle_heatmap({"names": ["L1H0", "L1H4"], "mean_deg": [[0, 40], [40, 0]]})
+    assert len(demo_trajectories(demos([[0.2] * 5])).data) == 1
+    one = angle_heatmap(Angles(["L1H0", "L1H4"], [[0, 40], [40, 0]]))
     assert isinstance(one.data[0], go.Table) and "40.0" in one.data[0].cells.values[2]
-    three = angle_heatmap({"names": ["a", "b", "c"], "mean_deg": [[0, 1, 2], [1, 0, 3], [2, 3, 0]]})
+    three = angle_heatmap(Angles(["a", "b", "c"], [[0, 1, 2], [1, 0, 3], [2, 3, 0]]))
     assert isinstance(three.data[0], go.Heatmap)
+    # a stage dictionary (as a notebook computes it) draws the same figure
+    quiet = {"per_head": {"L1H3": {"self_correction": {"contributions": {"clean": [[3e-5] * 5]}}}}}
+    assert demo_trajectories(quiet).to_json() == demo_trajectories(demos([[3e-5] * 5])).to_json()
     import pandas as pd
 
     t = pd.DataFrame(

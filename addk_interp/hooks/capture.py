@@ -142,7 +142,7 @@ class HeadMeans:
         )
 
     @classmethod
-    def load(cls, path, model: HookedModel=None, expect: dict | None = None) -> HeadMeans:
+    def load(cls, path, model: HookedModel | None = None, expect: dict | None = None) -> HeadMeans:
         want = dict(expect or {})
         if model is not None:
             want["model_fingerprint"] = model.info.fingerprint

@@ -164,7 +164,7 @@ class AIEResult:
         return path
 
     @classmethod
-    def load(cls, path, model: HookedModel=None) -> AIEResult:
+    def load(cls, path, model: HookedModel | None = None) -> AIEResult:
         path = Path(path).with_suffix(".safetensors")
         expect = {"kind": "aie"}
         if model is not None:

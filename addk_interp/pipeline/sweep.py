@@ -586,15 +586,13 @@ def read_cell_row(cell: SweepCell) -> SweepRow:
     recovery = None
     if None not in (fv_acc, zs, clean_held) and clean_held > zs:
         recovery = (fv_acc - zs) / (clean_held - zs)
-    sel = read_json(st / "localize" / "selected.json")
-    hs = read_json(st / "scan" / "headsets.json")
-    tests = (hs.get("significant") or {}).get("tests") or {}
-    sig = [h for h, t in tests.items() if isinstance(t, dict) and t.get("significant")]
-    main = (hs.get("main") or {}).get("main") or []
-    verdict = (hs.get("localization") or {}).get("verdict")
-    sub_p = st / "subspaces" / "subspaces.json"
-    per_head = (read_json(sub_p).get("per_head") or []) if sub_p.exists() else []
-    first = per_head[0] if per_head else None
+    from addk_interp.report.results import RunResults
+
+    res = RunResults(d)
+    sel, scan, sub = res.selection, res.scan, res.subspaces
+    if sel is None or scan is None:
+        raise AddkError(f"{d}: the localize / scan stages left no results")
+    first = sub.per_head[0] if sub and sub.per_head else None
     stages = [s for s in man.get("stages", []) if s.get("name") != "report"]
     return SweepRow(
         model=cell.model,
@@ -606,13 +604,13 @@ def read_cell_row(cell: SweepCell) -> SweepRow:
         fv_heldout=fv_acc,
         zero_shot_heldout=zs,
         fv_recovery=recovery,
-        selected=_heads(sel.get("heads") or []),
-        significant=_heads(sig),
-        main=_heads(main),
-        verdict=None if verdict is None else str(verdict),
-        analysis_head=head_str(first["head"]) if first else None,
-        pcs_95=None if first is None or first.get("pcs_to_95") is None else int(first["pcs_to_95"]),
-        peak_periods=tuple(float(p) for p in (first or {}).get("peak_periods") or ()),
+        selected=_heads(sel.heads),
+        significant=_heads(scan.significant),
+        main=_heads(scan.main),
+        verdict=str(scan.verdict),
+        analysis_head=head_str(first.head) if first else None,
+        pcs_95=None if first is None or first.pcs_to_95 is None else int(first.pcs_to_95),
+        peak_periods=tuple(float(p) for p in first.peak_periods) if first else (),
         cached_stages=sum(1 for s in stages if s.get("status") == "cached"),
         n_stages=len(stages),
         wall_s=float(man["wall_s"]) if man.get("wall_s") is not None else None,

@@ -2,8 +2,11 @@
 
 Not a step of the method: every figure of ``report.html`` is built here from the saved stage
 results, so the report, the example scripts (``examples/<slug>.py``, one per figure) and
-notebooks draw the very same figure. A builder returns None when its stage did not produce
-the data (e.g. no analysis heads); the report then leaves the figure out and says why.
+notebooks draw the very same figure. A builder ``build(run, results)`` reads the run's typed
+views (``report.results.RunResults``: one per report, shared by every figure) and hands them,
+or DataFrames and plain numbers, to ``plots`` / ``plots_mech``; the ``run`` serves only the
+model (shape, fingerprint, the attention view). A builder returns None when its stage did not
+produce the data (e.g. no analysis heads); the report then leaves the figure out and says why.
 Each entry carries its caption (one sentence: what to look at, and what the figure does not
 show), so a caption lives with its figure. Cost: milliseconds per figure, except the attention
 view, which runs the model on two prompts (≈1 s for organism-fv on 2 shared CPU cores).
@@ -14,12 +17,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
+from operator import attrgetter
 
-import pandas as pd
-
-from addk_interp.core.store import stage_json
 from addk_interp.report import plots, plots_mech
+from addk_interp.report.results import RunResults
 
 
 @dataclass(frozen=True)
@@ -27,128 +28,112 @@ class FigureSpec:
     slug: str
     title: str
     stage: str
-    build: Callable
+    build: Callable  # build(run, results: RunResults) -> go.Figure | None
     caption: str
 
 
-def _st(run) -> Path:
-    return run.out / "stages"
+def _accuracy(run, res: RunResults):
+    t = res.clean
+    return None if t is None else plots.accuracy_vs_k(t)
 
 
-def _json(run, stage: str, name: str):
-    return stage_json(run.out, stage, name)
-
-
-def _accuracy(run):
-    return plots.accuracy_vs_k(pd.read_csv(_st(run) / "clean_eval" / "accuracy.csv"))
-
-
-def _head_norms(run):
+def _head_norms(run, res: RunResults):
     train_m, _ = run.load_means()
     return plots.head_norm_heatmap(train_m.means)
 
 
-def _fv(run):
-    return plots.fv_bars(pd.read_csv(_st(run) / "fv_eval" / "fv_summary.csv"))
+def _fv(run, res: RunResults):
+    t = res.fv
+    return None if t is None else plots.fv_bars(t)
 
 
-def _gate_fit(run):
-    from addk_interp.localize.gates import GateFit
-
-    p = _st(run) / "localize" / "gates.safetensors"
-    return GateFit.load(p, run.model) if p.exists() else None
-
-
-def _coef(run):
-    fit = _gate_fit(run)
+def _coef(run, res: RunResults):
+    fit = res.gate_fit(run.model)
     return None if fit is None else plots.coef_heatmap(fit.final.numpy())
 
 
-def _sorted_coef(run):
-    sel = _json(run, "localize", "selected.json")
-    return None if sel is None else plots.sorted_coef(sel["cut"])
+def _sorted_coef(run, res: RunResults):
+    sel = res.selection
+    return None if sel is None or sel.cut is None else plots.sorted_coef(sel.cut)
 
 
-def _training(run):
-    fit = _gate_fit(run)
+def _training(run, res: RunResults):
+    fit = res.gate_fit(run.model)
     return None if fit is None else plots.training_curves(list(fit.history))
 
 
-def _dose(run):
-    scan = _json(run, "scan", "scan.json")
+def _dose(run, res: RunResults):
+    scan = res.scan_curves
     if scan is None:
         return None
-    return plots.dose_response(scan, run.main_heads())
+    return plots.dose_response(scan, res.scan.main if res.scan else [])
 
 
-def _headset(run):
-    p = _st(run) / "headsets" / "headset_summary.csv"
-    return plots.headset_bars(pd.read_csv(p)) if p.exists() else None
+def _headset(run, res: RunResults):
+    t = res.headset_fv
+    return None if t is None else plots.headset_bars(t)
 
 
-def _necessity(run):
-    nec = _json(run, "headsets", "necessity.json")
+def _necessity(run, res: RunResults):
+    nec = res.necessity
     return None if nec is None else plots.necessity_plot(nec)
 
 
-def _per_head(run):
-    sub = _json(run, "subspaces", "subspaces.json") or {}
-    return sub.get("per_head") or None
+def _per_head(res: RunResults):
+    sub = res.subspaces
+    return (sub.per_head if sub else None) or None
 
 
-def _cumvar(run):
-    per = _per_head(run)
+def _cumvar(run, res: RunResults):
+    per = _per_head(res)
     return None if per is None else plots.cumvar_plot(per)
 
 
-def _pc_coords(run):
-    per = _per_head(run)
+def _pc_coords(run, res: RunResults):
+    per = _per_head(res)
     return None if per is None else plots.pc_coords_plot(per[0])
 
 
-def _fitted(run):
+def _fitted(run, res: RunResults):
     # the subspaces stage's persisted fits (no model, no refit)
-    from addk_interp.analyses.periodic import load_fits
-
-    path = _st(run) / "subspaces" / "fits.safetensors"
-    fits = load_fits(path) if path.exists() else {}
+    fits = res.fits
     return plots_mech.fitted_targets(fits) if fits else None
 
 
-def _periodogram(run):
-    per = _per_head(run)
+def _periodogram(run, res: RunResults):
+    per = _per_head(res)
     return None if per is None else plots.periodogram_plot(per)
 
 
-def _angles(run):
-    sub = _json(run, "subspaces", "subspaces.json") or {}
-    return plots_mech.angle_heatmap(sub["angles"]) if sub.get("angles") else None
+def _angles(run, res: RunResults):
+    sub = res.subspaces
+    return plots_mech.angle_heatmap(sub.angles) if sub and sub.angles else None
 
 
-def _projections(run):
-    p = _st(run) / "projections" / "projections.csv"
-    if not p.exists():
+def _projections(run, res: RunResults):
+    t = res.projections
+    if t is None:
         return None
-    t = pd.read_csv(p)
     return plots_mech.projection_bars(t) if len(t) else None
 
 
-def _json_figure(stage: str, name: str, plot: Callable, needs: str = "per_head") -> Callable:
-    """A builder drawing ``plot(d)`` from a stage's JSON ``d`` when ``d[needs]`` is non-empty."""
+def _per_head_figure(view: str, plot: Callable) -> Callable:
+    """A builder drawing ``plot(v)`` from the run's per-head view ``v = results.<view>``
+    (``circuits``, ``extraction`` or ``demos``) when it has at least one head."""
+    get = attrgetter(view)
 
-    def build(run):
-        d = _json(run, stage, name)
-        return plot(d) if d and d.get(needs) else None
+    def build(run, res: RunResults):
+        v = get(res)
+        return plot(v) if v is not None and v.heads else None
 
     return build
 
 
-def _fv_heldout_refs(run) -> tuple[float | None, float | None]:
+def _fv_heldout_refs(res: RunResults) -> tuple[float | None, float | None]:
     """(all-heads unit FV, zero-shot) accuracy on the held-out tasks (fv_eval), when known."""
-    p = _st(run) / "fv_eval" / "fv_summary.csv"
-    if not p.exists():
+    t = res.fv
+    if t is None:
         return None, None
-    t = pd.read_csv(p)
     t = t[t["split"] == "heldout"]
 
     def acc(cond):
@@ -158,59 +143,52 @@ def _fv_heldout_refs(run) -> tuple[float | None, float | None]:
     return acc("all_heads_unit"), acc("zero_shot_no_fv")
 
 
-def _aie(run):
-    aie = _json(run, "aie", "aie_summary.json")
-    if not aie or not aie.get("topk"):
+def _aie(run, res: RunResults):
+    aie = res.aie
+    if not aie or not aie.topk:
         return None
-    fv_all, zero = _fv_heldout_refs(run)
+    fv_all, zero = _fv_heldout_refs(res)
     return plots_mech.aie_bars(
         aie, fv_all=fv_all, zero_shot=zero, title="AIE baseline: top-k FV (held-out tasks)"
     )
 
 
-def head_effect_panels(run) -> list[dict]:
+def head_effect_panels(run, results: RunResults | None = None) -> list[dict]:
     """The per-head causal measures a run has, each as a [layer, head] grid: AIE (``aie``
     stage), single-head mean-ablation Δ accuracy (``headsets/necessity.json``; heads not
     ablated are blank) and, when ``addk-interp validate`` has run, the rank of every head under
     attribution patching and single-head ablation (``validation.json`` stores rankings)."""
-    import json
-
     import numpy as np
 
-    from addk_interp.core.heads import Head
-
+    res = RunResults(run.out) if results is None else results
     L, H = run.model.n_layers, run.model.n_heads
     panels = []
-    p = _st(run) / "aie" / "aie.safetensors"
-    if p.exists():
-        from addk_interp.localize.aie import AIEResult
-
-        res = AIEResult.load(p, run.model)
-        n = sum(res.n_per_task)
+    scores = res.aie_scores(run.model)
+    if scores is not None:
+        n = sum(scores.n_per_task)
         panels.append(
             dict(
                 title=f"AIE: mean Δ p(answer), task-mean output patched into label-shuffled "
-                f"prompts (n = {n}, {len(res.tasks)} tasks)",
-                z=res.aie.double().numpy(),
+                f"prompts (n = {n}, {len(scores.tasks)} tasks)",
+                z=scores.aie.double().numpy(),
                 colorbar="AIE",
                 colorscale="RdBu",
                 reversescale=True,
                 zmid=0.0,
             )
         )
-    nec = _json(run, "headsets", "necessity.json") or {}
-    single = nec.get("single_head_accs") or {}
-    if single and nec.get("clean_acc") is not None:
+    nec = res.necessity
+    single = nec.single_head_accs if nec else {}
+    if single:
         z = np.full((L, H), np.nan)
-        for k, acc in single.items():
-            h = Head.parse(k)
+        for h, acc in single.items():
             if h.layer < L and h.head < H:
-                z[h.layer, h.head] = acc - nec["clean_acc"]
-        n = len((nec.get("meta") or {}).get("prompts") or [])
+                z[h.layer, h.head] = acc - nec.clean_acc
         panels.append(
             dict(
-                title=f"single-head mean ablation: Δ n-shot accuracy vs clean (n = {n}; "
-                f"{len(single)} of {L * H} heads ablated, blank: not ablated)",
+                title=f"single-head mean ablation: Δ n-shot accuracy vs clean "
+                f"(n = {nec.n_prompts}; {len(single)} of {L * H} heads ablated, blank: "
+                "not ablated)",
                 z=z,
                 colorbar="Δ acc",
                 colorscale="RdBu",
@@ -218,33 +196,30 @@ def head_effect_panels(run) -> list[dict]:
                 fmt="+.2f",
             )
         )
-    vj = run.out / "validation.json"
-    if vj.exists():
-        v = json.loads(vj.read_text())
-        for m in v.get("methods", []):
-            if m.get("method") not in ("attribution_patching", "single_head_ablation"):
-                continue
-            z = np.full((L, H), np.nan)
-            for r, k in enumerate(m.get("ranking", []), start=1):
-                h = Head.parse(k)
-                if h.layer < L and h.head < H:
-                    z[h.layer, h.head] = r
-            panels.append(
-                dict(
-                    title=f"addk-interp validate, {m['method'].replace('_', ' ')}: rank "
-                    "(1 = largest effect; ranks, not scores, are saved)",
-                    z=z,
-                    colorbar="rank",
-                    colorscale="Viridis",
-                    reversescale=True,
-                    fmt="d",
-                )
+    val = res.validation
+    for m in val.methods if val else []:
+        if m.method not in ("attribution_patching", "single_head_ablation"):
+            continue
+        z = np.full((L, H), np.nan)
+        for r, h in enumerate(m.ranking, start=1):
+            if h.layer < L and h.head < H:
+                z[h.layer, h.head] = r
+        panels.append(
+            dict(
+                title=f"addk-interp validate, {m.method.replace('_', ' ')}: rank "
+                "(1 = largest effect; ranks, not scores, are saved)",
+                z=z,
+                colorbar="rank",
+                colorscale="Viridis",
+                reversescale=True,
+                fmt="d",
             )
+        )
     return panels
 
 
-def _head_effects(run):
-    panels = head_effect_panels(run)
+def _head_effects(run, res: RunResults):
+    panels = head_effect_panels(run, res)
     if not panels:
         return None
     return plots_mech.head_effects(panels, title="Per-head causal effect [layer × head]")
@@ -253,7 +228,7 @@ def _head_effects(run):
 ATTENTION_KIND = "report_attention"  # sampling kind (seeded by the run's seed) of the prompts
 
 
-def attention_views(run, n_prompts: int = 2) -> list[dict]:
+def attention_views(run, n_prompts: int = 2, results: RunResults | None = None) -> list[dict]:
     """Attention patterns (``blocks.{l}.attn.hook_pattern``) of the analysis heads on
     ``n_prompts`` fixed n-shot prompts: one from the first and one from the last training task
     (numeric order of k), sampled with the run's seed; token strings with their roles."""
@@ -263,7 +238,8 @@ def attention_views(run, n_prompts: int = 2) -> list[dict]:
     from addk_interp.core.prompts import encode_examples
     from addk_interp.report.plots import task_sort_key
 
-    heads = [tuple(h) for h in run.analysis_heads()]
+    res = RunResults(run.out) if results is None else results
+    heads = [tuple(h) for h in res.analysis_heads()]
     if not heads:
         return []
     tasks = sorted(run.family.train, key=task_sort_key)
@@ -292,14 +268,9 @@ def attention_views(run, n_prompts: int = 2) -> list[dict]:
     return views
 
 
-def _attention(run):
-    views = attention_views(run)
+def _attention(run, res: RunResults):
+    views = attention_views(run, results=res)
     return plots_mech.attention_patterns(views) if views else None
-
-
-_CIRCUITS = ("circuits", "circuits.json")
-_EXTRACTION = ("extraction", "extraction.json")
-_DEMOS = ("demos", "demos.json")
 
 
 FIGURES: tuple[FigureSpec, ...] = (
@@ -431,7 +402,7 @@ FIGURES: tuple[FigureSpec, ...] = (
         "fig16_qk_roles",
         "QK: attention by token role",
         "circuits",
-        _json_figure(*_CIRCUITS, plots_mech.qk_roles),
+        _per_head_figure("circuits", plots_mech.qk_roles),
         "Where the query row of each analysis head attends, summed by token role; attention "
         "mass is not the information moved (see the OV figures).",
     ),
@@ -439,7 +410,7 @@ FIGURES: tuple[FigureSpec, ...] = (
         "fig17_qk_label_scores",
         "QK: score at a label vs its number",
         "circuits",
-        _json_figure(*_CIRCUITS, plots_mech.qk_label_scores),
+        _per_head_figure("circuits", plots_mech.qk_label_scores),
         "Whether the query prefers some label numbers over others (centered pre-softmax "
         "score); a flat cloud means attention does not depend on the number.",
     ),
@@ -447,7 +418,7 @@ FIGURES: tuple[FigureSpec, ...] = (
         "fig18_ov_embeddings",
         "OV map of number embeddings into the fitted subspace",
         "circuits",
-        _json_figure(*_CIRCUITS, partial(plots_mech.ov_numbers, source="ov_embedding")),
+        _per_head_figure("circuits", partial(plots_mech.ov_numbers, source="ov_embedding")),
         "What the head's OV circuit writes, in its fitted basis, for each number-token "
         "embedding (one color per head, dash per direction); raw embeddings, not in-context "
         "residuals.",
@@ -456,7 +427,7 @@ FIGURES: tuple[FigureSpec, ...] = (
         "fig19_ov_labels",
         "OV map of label residuals into the fitted subspace",
         "circuits",
-        _json_figure(*_CIRCUITS, partial(plots_mech.ov_numbers, source="ov_label")),
+        _per_head_figure("circuits", partial(plots_mech.ov_numbers, source="ov_label")),
         "The same OV read-out for the residual stream at in-context label tokens; it shows what "
         "could be moved, not how much attention moves it.",
     ),
@@ -464,7 +435,7 @@ FIGURES: tuple[FigureSpec, ...] = (
         "fig20_group_shares",
         "Token-group shares of the task signal",
         "extraction",
-        _json_figure(*_EXTRACTION, plots.share_bars),
+        _per_head_figure("extraction", plots.share_bars),
         "Which token roles the head's task signal comes from (signed shares, 95% CIs over "
         "prompts); shares are exact decompositions of one head's output, not of the model's.",
     ),
@@ -472,7 +443,7 @@ FIGURES: tuple[FigureSpec, ...] = (
         "fig21_label_alignment",
         "Label peaking, alignment and weighting gain",
         "extraction",
-        _json_figure(*_EXTRACTION, plots_mech.label_alignment),
+        _per_head_figure("extraction", plots_mech.label_alignment),
         "One panel per label metric (attention mass on labels and sinks, alignment with the "
         "task direction, weighting gain), each with a 95% CI; descriptive, no intervention.",
     ),
@@ -480,7 +451,7 @@ FIGURES: tuple[FigureSpec, ...] = (
         "fig22_demo_trajectories",
         "Per-demonstration signal trajectories",
         "demos",
-        _json_figure(*_DEMOS, plots_mech.demo_trajectories),
+        _per_head_figure("demos", plots_mech.demo_trajectories),
         "How much each demonstration's label contributes to the head's aggregate signal (± 1 "
         f"s.e.m.); contributions below {plots_mech.NO_SIGNAL:g} are reported as no signal "
         "rather than drawn as a trend.",
@@ -489,7 +460,7 @@ FIGURES: tuple[FigureSpec, ...] = (
         "fig23_offset_readout",
         "Offset read-out from each label",
         "demos",
-        _json_figure(*_DEMOS, plots_mech.offset_readout),
+        _per_head_figure("demos", plots_mech.offset_readout),
         "Whether each label's signal encodes its own offset y − x (points on the dashed y = x "
         "line are read out correctly; accuracy with 95% CI and chance in the legend); a "
         "read-out is not proof the model uses it.",
@@ -498,7 +469,7 @@ FIGURES: tuple[FigureSpec, ...] = (
         "fig24_self_correction",
         "Self-correction curves",
         "demos",
-        _json_figure(*_DEMOS, plots_mech.self_correction),
+        _per_head_figure("demos", plots_mech.self_correction),
         "What one wrong demonstration at position j does to accuracy and to the aggregate "
         "signal (95% CIs); with few prompts the CIs are wide.",
     ),
@@ -532,7 +503,7 @@ FIGURES: tuple[FigureSpec, ...] = (
         "fig28_graded_effects",
         "Graded effects: mean log p(answer) beside exact match",
         "fv_eval",
-        lambda run: _graded(run),
+        lambda run, res: _graded(run, res),
         "Whether FVs, the dose-response, projections and AIE top-k FVs move the answer's "
         "log-probability against the zero-shot baseline even where exact match stays near 0; "
         "a higher log-probability is not a correct answer.",
@@ -540,17 +511,10 @@ FIGURES: tuple[FigureSpec, ...] = (
 )
 
 
-def _graded(run):
-    def csv(stage, name):
-        p = _st(run) / stage / name
-        return pd.read_csv(p) if p.exists() else None
-
-    aie = _json(run, "aie", "aie_summary.json") or {}
+def _graded(run, res: RunResults):
+    aie = res.aie
     return plots.graded_effects(
-        csv("fv_eval", "fv_examples.csv"),
-        _json(run, "scan", "scan.json"),
-        csv("projections", "projections.csv"),
-        aie.get("topk"),
+        res.fv_examples, res.scan_curves, res.projections, aie.topk if aie else None
     )
 
 
@@ -561,9 +525,12 @@ def figure_spec(slug: str) -> FigureSpec:
     raise KeyError(f"no figure {slug!r}; have {[f.slug for f in FIGURES]}")
 
 
-def build(run, slug: str):
-    """The figure ``slug`` of a finished run (None when its stage has no data for it)."""
+def build(run, slug: str, results: RunResults | None = None):
+    """The figure ``slug`` of a finished run (None when its stage has no data for it).
+    ``results``: the run's ``RunResults`` when the caller already holds one (the report builds
+    every figure from one)."""
     spec = figure_spec(slug)
-    if not (_st(run) / spec.stage / "done.json").exists():
+    res = RunResults(run.out) if results is None else results
+    if not res.done(spec.stage):
         return None
-    return spec.build(run)
+    return spec.build(run, res)

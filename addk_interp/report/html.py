@@ -1,11 +1,12 @@
 """One self-contained HTML report of a run (plotly inlined, strings HTML-escaped).
 
-Not a step of the method: it renders the saved stage results. Layout: a findings block (the
-headline numbers, each with its CI and a link to its figure), a table of contents, the
-recovered-vs-planted comparison (models with ground truth), one section per figure with its
-caption (``report.figures.FIGURES``), then the tables. A stage that did not run shows
-"n/a (stage not run)". Plotly div ids are fixed, so the same run gives a byte-identical
-report. Cost: ~1 s plus the attention view's two forwards, ~4 MB (plotly.js).
+Not a step of the method: it renders the saved stage results, read once per report through
+``report.results.RunResults`` (typed views, never a stage file's dictionary keys). Layout: a
+findings block (the headline numbers, each with its CI and a link to its figure), a table of
+contents, the recovered-vs-planted comparison (models with ground truth), one section per
+figure with its caption (``report.figures.FIGURES``), then the tables. A stage that did not
+run shows "n/a (stage not run)". Plotly div ids are fixed, so the same run gives a
+byte-identical report. Cost: ~1 s plus the attention view's two forwards, ~4 MB (plotly.js).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import pandas as pd
 import plotly.io as pio
 
 from addk_interp.core.heads import head_str
+from addk_interp.report.results import RunResults
 
 NA = "n/a (stage not run)"
 
@@ -80,10 +82,6 @@ def _heads_in_text(text: str) -> str:
     return _TUPLE_HEAD.sub(lambda m: f"{m.group(1)} L{m.group(2)}H{m.group(3)}", str(text))
 
 
-def _done(run, stage: str) -> bool:
-    return (run.out / "stages" / stage / "done.json").exists()
-
-
 def _task_order(names) -> list[str]:
     from addk_interp.report.plots import task_sort_key
 
@@ -91,13 +89,13 @@ def _task_order(names) -> list[str]:
 
 
 # ----------------------------------------------------------------------------- findings
-def _clean_finding(run) -> str:
+def _clean_finding(run, res: RunResults) -> str:
     from addk_interp.core.scoring import bootstrap_ci
 
-    st = run.out / "stages" / "clean_eval"
-    if not (st / "examples.csv").exists():
+    ex = res.clean_examples
+    if ex is None:
         return NA
-    ex = pd.read_csv(st / "examples.csv", usecols=["task", "shots", "correct"])
+    ex = ex[["task", "shots", "correct"]]
     held = set(run.family.heldout)
     parts = []
     for shots in sorted(ex["shots"].unique(), reverse=True):
@@ -111,21 +109,16 @@ def _clean_finding(run) -> str:
 
 
 def _paired_lift(
-    run, split: str, col: str = "correct"
+    run, res: RunResults, split: str, col: str = "correct"
 ) -> tuple[float, float, float, int] | None:
     """Paired lift (all-heads FV − zero-shot, same prompts) of ``col`` (exact match, or the
     graded ``answer_logprob``) with its bootstrap 95% CI."""
     from addk_interp.core.scoring import bootstrap_ci
 
-    p = run.out / "stages" / "fv_eval" / "fv_examples.csv"
-    if not p.exists():
+    df = res.fv_outcomes
+    if df is None or col not in df:
         return None
-    df = pd.read_csv(
-        p,
-        usecols=["task", "query", "answer", col, "condition", "split"],
-        dtype={"query": str, "answer": str},
-        keep_default_na=False,
-    )
+    df = df[["task", "query", "answer", col, "condition", "split"]]
     df = df[df["split"] == split]
     key = ["task", "query", "answer"]
     fv = df[df["condition"] == "all_heads_unit"].copy()
@@ -140,11 +133,10 @@ def _paired_lift(
     return float(lift.mean()), lo, hi, len(lift)
 
 
-def _fv_finding(run) -> str:
-    p = run.out / "stages" / "fv_eval" / "fv_summary.csv"
-    if not p.exists():
+def _fv_finding(run, res: RunResults) -> str:
+    t = res.fv
+    if t is None:
         return NA
-    t = pd.read_csv(p)
     parts = []
     for split in sorted(t["split"].unique(), key=lambda s: s != "heldout"):
         g = t[t["split"] == split].set_index("condition")
@@ -155,10 +147,10 @@ def _fv_finding(run) -> str:
         if "zero_shot_no_fv" in g.index:
             z = g.loc["zero_shot_no_fv"]
             s += f" vs zero-shot {_ci(z['fv_accuracy'], z['ci_low'], z['ci_high'])}"
-        lift = _paired_lift(run, split)
+        lift = _paired_lift(run, res, split)
         if lift is not None:
             s += f", paired lift {lift[0]:+.2f} [{lift[1]:+.2f}, {lift[2]:+.2f}]"
-        graded = _paired_lift(run, split, "answer_logprob")
+        graded = _paired_lift(run, res, split, "answer_logprob")
         if graded is not None:
             s += (
                 f", log p(answer) lift {graded[0]:+.2f} nats [{graded[1]:+.2f}, "
@@ -170,38 +162,30 @@ def _fv_finding(run) -> str:
     return "; ".join(parts) + f"; injected at layer {layer}" if parts else "n/a (no FV rows)"
 
 
-def _heads_finding(run) -> str:
-    from addk_interp.core.store import stage_json
-
-    sel = stage_json(run.out, "localize", "selected.json")
-    hs = stage_json(run.out, "scan", "headsets.json")
+def _heads_finding(res: RunResults) -> str:
+    sel, scan = res.selection, res.scan
     out = []
     if sel is None:
         out.append(f"selected: {NA}")
     else:
         out.append(
-            f"selected ({sel['rule']} cut): {len(sel['heads'])} — {_heads(sel['heads'], 8)}"
-            + (f" ({_heads_in_text(sel['reason'])})" if sel.get("reason") else "")
+            f"selected ({sel.rule} cut): {len(sel.heads)} — {_heads(sel.heads, 8)}"
+            + (f" ({_heads_in_text(sel.reason)})" if sel.reason else "")
         )
-    if hs is None:
+    if scan is None:
         out.append(f"scan: {NA}")
         return "; ".join(out)
-    tests = (hs.get("significant") or {}).get("tests") or {}
-    sig = [k for k, t in tests.items() if isinstance(t, dict) and t.get("significant")]
-    main = (hs.get("main") or {}).get("main", [])
-    gains = {head_str(k): v for k, v in ((hs.get("main") or {}).get("gains") or {}).items()}
+    sig = scan.significant
     out.append(
-        f"significant (McNemar + BH, of {len(hs.get('scanned', []))} scanned): "
+        f"significant (McNemar + BH, of {len(scan.scanned)} scanned): "
         f"{len(sig)}" + (f" — {_heads(sig)}" if sig else "")
     )
     out.append(
         "main: "
         + (
             ", ".join(
-                f"{head_str(h)} (gain {gains[head_str(h)]:+.2f})"
-                if head_str(h) in gains
-                else head_str(h)
-                for h in main
+                f"{head_str(h)} (gain {scan.gains[h]:+.2f})" if h in scan.gains else head_str(h)
+                for h in scan.main
             )
             or "none"
         )
@@ -209,79 +193,67 @@ def _heads_finding(run) -> str:
     return "; ".join(out)
 
 
-def _verdict_finding(run) -> str:
-    from addk_interp.core.store import stage_json
-
-    hs = stage_json(run.out, "scan", "headsets.json")
-    if hs is None:
+def _verdict_finding(res: RunResults) -> str:
+    scan = res.scan
+    if scan is None:
         return NA
-    loc = hs.get("localization") or {}
-    return (
-        f"{loc.get('verdict', 'n/a')} — {_heads_in_text(loc.get('reason') or 'no reason recorded')}"
-    )
+    return f"{scan.verdict} — {_heads_in_text(scan.reason or 'no reason recorded')}"
 
 
-def _necessity_finding(run) -> str:
-    from addk_interp.core.store import stage_json
-
-    if not _done(run, "headsets"):
+def _necessity_finding(res: RunResults) -> str:
+    if not res.done("headsets"):
         return NA
-    nec = stage_json(run.out, "headsets", "necessity.json")
-    if not nec or nec.get("main_acc") is None:
+    nec = res.necessity
+    if nec is None or nec.main_acc is None:
         return "n/a (no main heads to ablate)"
-    n = len((nec.get("meta") or {}).get("prompts") or []) or nec.get("n")
-    cci = nec.get("clean_ci") or [float("nan")] * 2
-    mci = nec.get("main_ci") or [float("nan")] * 2
+    nan = float("nan")
+    n = nec.n_prompts or nec.n
+    cci = nec.clean_ci or (nan, nan)
+    mci = nec.main_ci or (nan, nan)
     s = (
-        f"clean {_ci(nec['clean_acc'], *cci)} → main heads ({_heads(nec.get('main', []))}) "
-        f"ablated {_ci(nec['main_acc'], *mci)} (n = {_n(n)})"
+        f"clean {_ci(nec.clean_acc, *cci)} → main heads ({_heads(nec.main)}) "
+        f"ablated {_ci(nec.main_acc, *mci)} (n = {_n(n)})"
     )
-    for key, frac, what in (
-        ("random_accs", "frac_random_at_least_main", "other selected heads"),
-        ("random_all_accs", "frac_random_all_at_least_main", "all other heads"),
+    for ra, frac, what in (
+        (nec.random_accs, nec.frac_random_at_least_main, "other selected heads"),
+        (nec.random_all_accs, nec.frac_random_all_at_least_main, "all other heads"),
     ):
-        ra = nec.get(key) or []
         if ra:
             s += (
                 f"; random same-size subsets of {what}: median {np.median(ra):.2f} "
-                f"({len(ra)} subsets, share ≥ main-ablated {nec.get(frac, float('nan')):.2f})"
+                f"({len(ra)} subsets, share ≥ main-ablated {nan if frac is None else frac:.2f})"
             )
-    return s + f"; verdict {nec.get('verdict')}"
+    return s + f"; verdict {nec.verdict}"
 
 
-def _subspace_finding(run) -> str:
-    from addk_interp.core.store import stage_json
-
-    if not _done(run, "subspaces"):
+def _subspace_finding(res: RunResults) -> str:
+    if not res.done("subspaces"):
         return NA
-    sub = stage_json(run.out, "subspaces", "subspaces.json") or {}
-    per = sub.get("per_head") or []
+    sub = res.subspaces
+    per = sub.per_head if sub else []
     if not per:
         return (
             "n/a (no analysis heads"
-            + ("" if sub.get("numeric_k", True) else ", k not numeric")
+            + ("" if sub is None or sub.numeric_k else ", k not numeric")
             + ")"
         )
     return "; ".join(
-        f"{head_str(d['head'])}: {d['pcs_to_95']} PCs for 95% of the variance, peak periods "
-        + (", ".join(f"{p:g}" for p in d.get("peak_periods", [])[:5]) or "none")
+        f"{head_str(d.head)}: {d.pcs_to_95} PCs for 95% of the variance, peak periods "
+        + (", ".join(f"{p:g}" for p in d.peak_periods[:5]) or "none")
         for d in per
     )
 
 
-def _share_finding(run) -> str:
-    from addk_interp.core.store import stage_json
-
-    if not _done(run, "extraction"):
+def _share_finding(res: RunResults) -> str:
+    if not res.done("extraction"):
         return NA
-    ext = stage_json(run.out, "extraction", "extraction.json") or {}
+    ext = res.extraction
     parts = []
-    for h, d in (ext.get("per_head") or {}).items():
-        ls = d.get("label_share") or {}
-        if ls.get("mean") is not None:
+    for h, e in (ext.per_head if ext else {}).items():
+        ls = e.label_share
+        if ls is not None and ls.mean is not None:
             parts.append(
-                f"{head_str(h)} {_ci(ls['mean'], ls['ci_low'], ls['ci_high'])} "
-                f"(n = {_n(ls.get('n'))})"
+                f"{head_str(h)} {_ci(ls.mean, ls.ci_low, ls.ci_high)} (n = {_n(ls.n)})"
             )
     return (
         "; ".join(parts) + " of the head's task signal comes from the demonstration answers"
@@ -290,27 +262,26 @@ def _share_finding(run) -> str:
     )
 
 
-def _selfcorr_finding(run) -> str:
-    from addk_interp.core.store import stage_json
+def _selfcorr_finding(res: RunResults) -> str:
     from addk_interp.report.plots import wilson_ci
 
-    if not _done(run, "demos"):
+    if not res.done("demos"):
         return NA
-    dem = stage_json(run.out, "demos", "demos.json") or {}
+    dem = res.demos
     parts = []
-    for h, d in (dem.get("per_head") or {}).items():
-        sc = d.get("self_correction")
-        if not sc:
+    for h in dem.heads if dem else []:
+        sc = dem.self_correction.get(h)
+        if sc is None:
             continue
-        a = sc.get("accuracy") or {}
-        n = int(sc.get("n_prompts") or 0)
-        wrong = [a[f"j{j}"] for j in range(int(sc.get("shots", 0))) if f"j{j}" in a]
+        a = sc.accuracy
+        n = sc.n_prompts
+        wrong = [a[f"j{j}"] for j in range(sc.shots) if f"j{j}" in a]
 
         def ci(x):
             lo, hi = wilson_ci(round(x * n), n)
             return _ci(x, lo, hi)
 
-        s = f"{head_str(h)}: {sc.get('verdict')}"
+        s = f"{head_str(h)}: {sc.verdict}"
         if "clean" in a:
             s += f"; accuracy clean {ci(a['clean'])}"
         if wrong:
@@ -323,35 +294,34 @@ def _selfcorr_finding(run) -> str:
         if "shuffled" in a:
             s += f", shuffled labels {ci(a['shuffled'])}"
         parts.append(s + f" (n = {_n(n)}, Wilson 95% CI)")
-    if dem.get("reason"):
-        parts.append(str(dem["reason"]))
+    if dem and dem.reason:
+        parts.append(str(dem.reason))
     return "; ".join(parts) or "n/a (no analysis heads)"
 
 
-def _aie_finding(run) -> str:
-    from addk_interp.core.store import stage_json
-
-    if not _done(run, "aie"):
-        return NA
-    aie = stage_json(run.out, "aie", "aie_summary.json") or {}
+def _aie_finding(res: RunResults) -> str:
     from addk_interp.report.plots import task_sort_key
 
+    if not res.done("aie"):
+        return NA
+    aie = res.aie
+    if aie is None:
+        return "n/a"
     parts = []
-    for k in sorted(aie.get("topk") or {}, key=task_sort_key):
-        v = aie["topk"][k]
+    for k in sorted(aie.topk, key=lambda k: task_sort_key(str(k))):
+        v = aie.topk[k]
         parts.append(
-            f"top-{k} FV {_ci(v['accuracy'], v['ci_low'], v['ci_high'])} (n = {v['n']}, "
-            f"overlap with selected {(aie.get('overlap_with_selected') or {}).get(k)})"
+            f"top-{k} FV {_ci(v.accuracy, v.ci[0], v.ci[1])} (n = {v.n}, "
+            f"overlap with selected {aie.overlap_with_selected.get(k)})"
         )
-    top = aie.get("ranking_top") or []
-    if top:
-        parts.append(f"largest AIE: {_heads(top[:3])}")
-    if aie.get("reason"):
-        parts.append(str(aie["reason"]))
+    if aie.ranking_top:
+        parts.append(f"largest AIE: {_heads(aie.ranking_top[:3])}")
+    if aie.reason:
+        parts.append(str(aie.reason))
     return "; ".join(parts) or "n/a"
 
 
-def _findings(run, drawn: set[str]) -> str:
+def _findings(run, res: RunResults, drawn: set[str]) -> str:
     """The findings block: one line per headline quantity, with a link to its figure(s)."""
     info = run.model.info
     fam = run.family
@@ -363,7 +333,7 @@ def _findings(run, drawn: set[str]) -> str:
         got = [s for s in slugs if s in drawn]
         return " ".join(f"<a href='#fig-{s}'>[figure: {_e(figure_spec(s).title)}]</a>" for s in got)
 
-    analysis = run.analysis_heads() if _done(run, "scan") else None
+    analysis = res.analysis_heads() if res.done("scan") else None
     rows = [
         (
             "Model",
@@ -377,15 +347,15 @@ def _findings(run, drawn: set[str]) -> str:
             f"{len(fam.heldout)} held-out ({', '.join(_task_order(fam.heldout)) or 'none'})",
             (),
         ),
-        ("Clean accuracy", _clean_finding(run), ("fig01_accuracy_vs_k",)),
-        ("FV recovery", _fv_finding(run), ("fig03_fv_accuracy", "fig28_graded_effects")),
+        ("Clean accuracy", _clean_finding(run, res), ("fig01_accuracy_vs_k",)),
+        ("FV recovery", _fv_finding(run, res), ("fig03_fv_accuracy", "fig28_graded_effects")),
         (
             "Heads",
-            _heads_finding(run),
+            _heads_finding(res),
             ("fig05_sorted_coef", "fig07_dose_response", "fig26_head_effects"),
         ),
-        ("Localization verdict", _verdict_finding(run), ("fig07_dose_response",)),
-        ("Necessity vs random controls", _necessity_finding(run), ("fig09_necessity",)),
+        ("Localization verdict", _verdict_finding(res), ("fig07_dose_response",)),
+        ("Necessity vs random controls", _necessity_finding(res), ("fig09_necessity",)),
         (
             "Analysis heads",
             NA if analysis is None else _heads(analysis) + " (main heads, else the best gains)",
@@ -393,12 +363,12 @@ def _findings(run, drawn: set[str]) -> str:
         ),
         (
             "Subspace",
-            _subspace_finding(run),
+            _subspace_finding(res),
             ("fig10_cumulative_variance", "fig13_periodogram"),
         ),
-        ("Label share (extraction)", _share_finding(run), ("fig20_group_shares",)),
-        ("Self-correction", _selfcorr_finding(run), ("fig24_self_correction",)),
-        ("AIE baseline", _aie_finding(run), ("fig25_aie_baseline", "fig26_head_effects")),
+        ("Label share (extraction)", _share_finding(res), ("fig20_group_shares",)),
+        ("Self-correction", _selfcorr_finding(res), ("fig24_self_correction",)),
+        ("AIE baseline", _aie_finding(res), ("fig25_aie_baseline", "fig26_head_effects")),
     ]
     gt = ground_truth_of(run.model)
     items = []
@@ -425,66 +395,56 @@ def findings_text(report_html: str) -> str:
 
 
 # ----------------------------------------------------------------------------- tables
-def _tables_and_notes(run) -> tuple[list[tuple[str, pd.DataFrame]], list[str]]:
-    from addk_interp.core.store import stage_json
+def _tables_and_notes(res: RunResults) -> tuple[list[tuple[str, pd.DataFrame]], list[str]]:
+    from addk_interp.report.plots import task_sort_key
 
-    st = run.out / "stages"
     tables: list[tuple[str, pd.DataFrame]] = []
     notes: list[str] = []
 
-    def js(stage, name):
-        return stage_json(run.out, stage, name)
-
-    sel = js("localize", "selected.json")
+    sel = res.selection
     if sel is not None:
         notes.append(
-            f"Selected heads ({sel['rule']} on the mean of the last {sel['k']} "
-            f"checkpoints): {_heads(sel['heads'])}"
-            + (f" — {_heads_in_text(sel['reason'])}" if sel.get("reason") else "")
+            f"Selected heads ({sel.rule} on the mean of the last {sel.k} "
+            f"checkpoints): {_heads(sel.heads)}"
+            + (f" — {_heads_in_text(sel.reason)}" if sel.reason else "")
         )
-    hs = js("scan", "headsets.json")
-    if hs is not None:
-        main = hs["main"].get("main", [])
-        sig = [
-            h
-            for h, t in (hs.get("significant", {}).get("tests", {}) or {}).items()
-            if isinstance(t, dict) and t.get("significant")
-        ]
-        loc = hs.get("localization") or {}
+    scan = res.scan
+    if scan is not None:
         notes.append(
-            f"Main heads (quarter-of-best-gain rule): {_heads(main)}; significant: {len(sig)}; "
-            f"localization verdict: {loc.get('verdict')} ({_heads_in_text(loc.get('reason'))})."
+            f"Main heads (quarter-of-best-gain rule): {_heads(scan.main)}; significant: "
+            f"{len(scan.significant)}; localization verdict: {scan.verdict} "
+            f"({_heads_in_text(scan.reason)})."
         )
-    if (st / "headsets" / "headset_summary.csv").exists():
-        t = pd.read_csv(st / "headsets" / "headset_summary.csv")
+    if res.headset_fv is not None:
+        t = res.headset_fv.copy()
         if "heads" in t:
             t["heads"] = [_heads_cell(v) for v in t["heads"]]
         tables.append(("Head-set FV accuracy", t))
-    sub = js("subspaces", "subspaces.json") or {}
-    if sub.get("per_head"):
+    sub = res.subspaces
+    if sub and sub.per_head:
         tables.append(
             (
                 "Subspace fit per head",
                 pd.DataFrame(
                     [
                         {
-                            "head": head_str(d["head"]),
-                            "PCs for 95%": d["pcs_to_95"],
-                            **{f"R² {k}": v for k, v in (d["r2"] or {}).items()},
-                            "peak periods": ", ".join(f"{p:g}" for p in d["peak_periods"][:5]),
+                            "head": head_str(d.head),
+                            "PCs for 95%": d.pcs_to_95,
+                            **{f"R² {k}": v for k, v in d.r2.items()},
+                            "peak periods": ", ".join(f"{p:g}" for p in d.peak_periods[:5]),
                         }
-                        for d in sub["per_head"]
+                        for d in sub.per_head
                     ]
                 ),
             )
         )
-    if (st / "projections" / "projections.csv").exists():
-        t = pd.read_csv(st / "projections" / "projections.csv")
+    if res.projections is not None:
+        t = res.projections.copy()
         if "head" in t:
             t["head"] = [head_str(h) for h in t["head"]]
         tables.append(("Projection tests", t))
-    ext = js("extraction", "extraction.json") or {}
-    if ext.get("per_head"):
+    ext = res.extraction
+    if ext and ext.per_head:
         tables.append(
             (
                 "Label share per head",
@@ -492,39 +452,37 @@ def _tables_and_notes(run) -> tuple[list[tuple[str, pd.DataFrame]], list[str]]:
                     [
                         {
                             "head": head_str(h),
-                            **{k: v for k, v in (d.get("label_share") or {}).items()},
-                            "identity max rel. error": d.get("identity_max_rel_error"),
+                            **(e.label_share.as_dict() if e.label_share else {}),
+                            "identity max rel. error": e.identity_max_rel_error,
                         }
-                        for h, d in ext["per_head"].items()
+                        for h, e in ext.per_head.items()
                     ]
                 ),
             )
         )
-    dem = js("demos", "demos.json") or {}
-    if dem.get("reason"):
-        notes.append(f"Demos stage: {dem['reason']}")
+    dem = res.demos
+    if dem and dem.reason:
+        notes.append(f"Demos stage: {dem.reason}")
     rows = []
-    for h, d in (dem.get("per_head") or {}).items():
-        r, sc = d.get("offset_readout") or {}, d.get("self_correction") or {}
+    for h in dem.heads if dem else []:
+        r, sc = dem.readout.get(h), dem.self_correction.get(h)
         rows.append(
             {
                 "head": head_str(h),
-                "offset read-out accuracy": r.get("accuracy"),
-                "chance": r.get("chance"),
-                "corr(decoded, own offset)": r.get("corr_own_offset"),
-                "self-correction verdict": sc.get("verdict"),
-                "accuracy clean": (sc.get("accuracy") or {}).get("clean"),
-                "accuracy shuffled control": (sc.get("accuracy") or {}).get("shuffled"),
+                "offset read-out accuracy": r.accuracy if r else None,
+                "chance": r.chance if r else None,
+                "corr(decoded, own offset)": r.corr_own_offset if r else None,
+                "self-correction verdict": sc.verdict if sc else None,
+                "accuracy clean": sc.accuracy.get("clean") if sc else None,
+                "accuracy shuffled control": sc.accuracy.get("shuffled") if sc else None,
             }
         )
     if rows:
         tables.append(("Offset read-out and self-correction", pd.DataFrame(rows)))
-    aie = js("aie", "aie_summary.json")
-    if aie is not None and aie.get("reason"):
-        notes.append(f"AIE baseline: {aie['reason']}")
-    if aie is not None and aie.get("topk"):
-        from addk_interp.report.plots import task_sort_key
-
+    aie = res.aie
+    if aie is not None and aie.reason:
+        notes.append(f"AIE baseline: {aie.reason}")
+    if aie is not None and aie.topk:
         tables.append(
             (
                 "AIE baseline: top-k FV",
@@ -532,15 +490,17 @@ def _tables_and_notes(run) -> tuple[list[tuple[str, pd.DataFrame]], list[str]]:
                     [
                         {
                             "k": k,
-                            "accuracy": v["accuracy"],
-                            "ci_low": v["ci_low"],
-                            "ci_high": v["ci_high"],
-                            "n": v.get("n"),
-                            "clean": v["clean_accuracy"],
-                            "overlap with selected": aie["overlap_with_selected"].get(k),
-                            "heads": _heads(v.get("heads", [])),
+                            "accuracy": v.accuracy,
+                            "ci_low": v.ci[0],
+                            "ci_high": v.ci[1],
+                            "n": v.n,
+                            "clean": v.clean_accuracy,
+                            "overlap with selected": aie.overlap_with_selected.get(k),
+                            "heads": _heads(v.heads),
                         }
-                        for k, v in sorted(aie["topk"].items(), key=lambda kv: task_sort_key(kv[0]))
+                        for k, v in sorted(
+                            aie.topk.items(), key=lambda kv: task_sort_key(str(kv[0]))
+                        )
                     ]
                 ),
             )
@@ -548,28 +508,28 @@ def _tables_and_notes(run) -> tuple[list[tuple[str, pd.DataFrame]], list[str]]:
     return tables, notes
 
 
-def _planted_block(run) -> list[str]:
+def _planted_block(run, res: RunResults) -> list[str]:
     """Recovered vs planted (models with ground truth: organism-fv) and the validation table
     when ``addk-interp validate`` has run. The ground truth is read here, for the reader, from
     the checkpoint manifest; no stage reads it."""
-    from addk_interp.core.store import stage_json
     from addk_interp.organism.recipe_fv import ground_truth_of
 
     gt = ground_truth_of(run.model)
     out: list[str] = []
     if gt is not None:
-        sel = stage_json(run.out, "localize", "selected.json") or {}
-        hs = stage_json(run.out, "scan", "headsets.json") or {}
-        sig = (hs.get("significant") or {}).get("significant", [])
-        main = (hs.get("main") or {}).get("main", [])
-        loc = (hs.get("localization") or {}).get("verdict")
-
+        sel, scan = res.selection, res.scan
         rows = pd.DataFrame(
             [
                 {"": "planted (checkpoint manifest)", "heads": ", ".join(gt["planted_heads"])},
-                {"": "selected (gate learning)", "heads": _heads(sel.get("heads", []))},
-                {"": "significant (McNemar + BH)", "heads": _heads(sig)},
-                {"": f"main (verdict {loc})", "heads": _heads(main)},
+                {"": "selected (gate learning)", "heads": _heads(sel.heads if sel else [])},
+                {
+                    "": "significant (McNemar + BH)",
+                    "heads": _heads(scan.significant_ranked if scan else []),
+                },
+                {
+                    "": f"main (verdict {scan.verdict if scan else None})",
+                    "heads": _heads(scan.main if scan else []),
+                },
             ]
         )
         out.append("<h2 id='planted'>Recovered vs planted mechanism</h2>")
@@ -579,26 +539,23 @@ def _planted_block(run) -> list[str]:
             f"embeddings with periods {_e(gt['planted_periods'])}. The stages "
             "never read it; it is shown here for comparison.</p>" + _table(rows)
         )
-    vj = run.out / "validation.json"
-    if vj.exists():
-        v = json.loads(vj.read_text())
+    val = res.validation
+    if val is not None:
         df = pd.DataFrame(
             [
                 {
-                    "method": m["method"],
-                    "selected": ", ".join(m["selected"]) or "none",
-                    "precision": m.get("precision"),
-                    "recall": m.get("recall"),
-                    "planted ranks": ", ".join(
-                        f"{k} {r}" for k, r in (m.get("planted_ranks") or {}).items()
-                    ),
-                    "wall s": m["wall_s"],
+                    "method": m.method,
+                    "selected": ", ".join(head_str(h) for h in m.selected) or "none",
+                    "precision": m.precision,
+                    "recall": m.recall,
+                    "planted ranks": ", ".join(f"{k} {r}" for k, r in m.planted_ranks.items()),
+                    "wall s": m.wall_s,
                 }
-                for m in v["methods"]
+                for m in val.methods
             ]
         )
         out.append("<h2>Localization methods (addk-interp validate)</h2>")
-        out.append(f"<p>{_e(v['note'])}</p>" + _table(df))
+        out.append(f"<p>{_e(val.note)}</p>" + _table(df))
     return out
 
 
@@ -607,15 +564,16 @@ def write_report(run) -> Path:
     from addk_interp.report.figures import FIGURES, build
 
     out = run.out
+    res = RunResults(out)  # every figure, finding and table reads this one
     figs, missing = [], []
     for spec in FIGURES:
-        fig = build(run, spec.slug)
+        fig = build(run, spec.slug, res)
         if fig is None:
             missing.append(spec)
         else:
             figs.append((spec, fig))
     drawn = {spec.slug for spec, _ in figs}
-    tables, notes = _tables_and_notes(run)
+    tables, notes = _tables_and_notes(res)
     info = run.model.info
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'>",
@@ -628,7 +586,7 @@ def write_report(run) -> Path:
         f"<code>{_e(run.family.name)}</code>, {run.cfg.shots}-shot, format "
         f"<code>{_e(run.cfg.format)}</code>, seed {run.cfg.seed}, injection layer "
         f"{run.layer}.</p>",
-        _findings(run, drawn),
+        _findings(run, res, drawn),
         "<nav id='contents'><h2>Figures</h2><ol>"
         + "".join(f"<li><a href='#fig-{s.slug}'>{_e(s.title)}</a></li>" for s, _ in figs)
         + "</ol>"
@@ -641,7 +599,7 @@ def write_report(run) -> Path:
         )
         + "</nav>",
     ]
-    parts += _planted_block(run)
+    parts += _planted_block(run, res)
     for i, (spec, fig) in enumerate(figs):
         parts.append(
             f"<section class='fig' id='fig-{spec.slug}'><h2>{i + 1}. {_e(spec.title)}</h2>"
@@ -656,14 +614,12 @@ def write_report(run) -> Path:
         parts.append(f"<p>{_e(note)}</p>")
     for title, df in tables:
         parts.append(f"<h2>{_e(title)}</h2>" + _table(df))
-    fv_p = out / "stages" / "fv_eval" / "fv_summary.csv"
-    if fv_p.exists():
-        parts.append("<h2>Function vectors (numbers)</h2>" + _table(pd.read_csv(fv_p)))
-    acc_p = out / "stages" / "clean_eval" / "accuracy.csv"
-    if acc_p.exists():
+    if res.fv is not None:
+        parts.append("<h2>Function vectors (numbers)</h2>" + _table(res.fv))
+    if res.clean is not None:
         from addk_interp.report.plots import task_sort_key
 
-        acc = pd.read_csv(acc_p)
+        acc = res.clean
         acc = acc.iloc[
             sorted(
                 range(len(acc)),

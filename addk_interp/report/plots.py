@@ -1,6 +1,8 @@
 """Plotly figures of a run (returned, never shown).
 
-Not a step of the method: presentation of stage results. Conventions every figure follows:
+Not a step of the method: presentation of stage results, passed as the typed views of
+``report.results`` (a stage file's dictionary is accepted too and read through the view's
+``from_json``) or as DataFrames of the CSV tables. Conventions every figure follows:
 one idea per panel; integer ticks on discrete axes (k, epochs, demonstration index, number of
 heads); a 95% CI error bar and a hover text with n and the CI wherever a proportion is drawn;
 reference lines (chance, zero-shot baseline, clean n-shot, y = x) where they give the scale;
@@ -21,6 +23,15 @@ from plotly.subplots import make_subplots
 from torch import Tensor
 
 from addk_interp.core.heads import head_str
+from addk_interp.report.results import (
+    Cut,
+    Extraction,
+    HeadSubspaceView,
+    Necessity,
+    ScanCurves,
+    TopK,
+    as_view,
+)
 
 # hover text of a proportion: customdata = [n, ci_low, ci_high]
 PROP_HOVER = "%{y:.2f} (95% CI [%{customdata[1]:.2f}, %{customdata[2]:.2f}], n = %{customdata[0]})"
@@ -238,10 +249,11 @@ def coef_heatmap(coef, title: str = "Gate coefficients (final epoch)") -> go.Fig
     return _head_grid_layout(fig, *z.shape)
 
 
-def sorted_coef(cut: dict, title: str = "Sorted |coef| with the cut") -> go.Figure:
-    """Sorted |coef| by rank; the selected ranks are named (heads in ``cut['selected']``)."""
-    curve = list(cut.get("curve", []))
-    sel = [head_str(h) for h in cut.get("selected", [])]
+def sorted_coef(cut: Cut | dict, title: str = "Sorted |coef| with the cut") -> go.Figure:
+    """Sorted |coef| by rank; the selected ranks are named (heads in ``cut.selected``)."""
+    cut = as_view(Cut, cut)
+    curve = list(cut.curve)
+    sel = [head_str(h) for h in cut.selected]
     ranks = list(range(1, len(curve) + 1))
     text = [sel[i] if i < len(sel) else "not selected" for i in range(len(curve))]
     fig = go.Figure(
@@ -257,9 +269,8 @@ def sorted_coef(cut: dict, title: str = "Sorted |coef| with the cut") -> go.Figu
             hovertemplate="rank %{x}: %{text}<br>|coef| %{y:.3g}<extra></extra>",
         )
     )
-    thr = cut.get("threshold")
-    if thr is not None:
-        hline(fig, float(thr), f"{cut.get('rule')} cut ({len(sel)} selected)")
+    if cut.threshold is not None:
+        hline(fig, float(cut.threshold), f"{cut.rule} cut ({len(sel)} selected)")
     fig.update_layout(title=title, xaxis_title="rank (red: selected)", yaxis_title="|coef|")
     int_axis(fig, "x", ranks)
     return fig
@@ -319,16 +330,17 @@ def training_curves(history: list[dict], title: str = "Gate training") -> go.Fig
 
 
 def dose_response(
-    scan: dict, main: list, title: str = "Recovery (dose-response) scan"
+    scan: ScanCurves | dict, main: list, title: str = "Recovery (dose-response) scan"
 ) -> go.Figure:
     """Accuracy vs coefficient c of each scanned head (main heads bold; Wilson 95% CIs drawn for
     the main heads, for every head when there is none, and in every hover); clean n-shot and
     all-selected FV as reference lines."""
+    scan = as_view(ScanCurves, scan)
     fig = go.Figure()
-    n = int(scan["n_eval"])
+    n = scan.n_eval
     mains = {head_str(h) for h in main}
-    c_grid = list(scan["c_grid"])
-    for key, counts in scan["correct"].items():
+    c_grid = list(scan.c_grid)
+    for key, counts in scan.correct.items():
         name = head_str(key)
         is_main = name in mains
         cis = [wilson_ci(c, n) for c in counts]
@@ -346,8 +358,9 @@ def dose_response(
                 hovertemplate=prop_hover(name, "c = %{x}"),
             )
         )
-    hline(fig, scan["clean_correct"] / n, "clean n-shot", dash="dot")
-    hline(fig, scan["full_selected_fv_correct"] / n, "all selected heads")
+    hline(fig, scan.clean_correct / n, "clean n-shot", dash="dot")
+    full = scan.full_selected_fv_correct
+    hline(fig, None if full is None else full / n, "all selected heads")
     fig.update_layout(
         title=title, xaxis_title="coefficient c", yaxis_title="accuracy", yaxis_range=[-0.02, 1.02]
     )
@@ -397,16 +410,17 @@ def headset_bars(
     return fig
 
 
-def necessity_plot(nec: dict, title: str = "Necessity: ablate main heads (n-shot)") -> go.Figure:
+def necessity_plot(
+    nec: Necessity | dict, title: str = "Necessity: ablate main heads (n-shot)"
+) -> go.Figure:
     """Accuracy with the main heads mean-ablated (95% CI) vs random same-size subsets (each
     point one subset) and the clean accuracy."""
+    nec = as_view(Necessity, nec)
     fig = go.Figure()
-    n = nec.get("n")
-    for key, name in (
-        ("random_accs", "random subsets of the<br>other selected heads"),
-        ("random_all_accs", "random subsets of<br>all other heads"),
+    for accs, name in (
+        (nec.random_accs, "random subsets of the<br>other selected heads"),
+        (nec.random_all_accs, "random subsets of<br>all other heads"),
     ):
-        accs = nec.get(key) or []
         if accs:
             fig.add_trace(
                 go.Box(
@@ -418,16 +432,16 @@ def necessity_plot(nec: dict, title: str = "Necessity: ablate main heads (n-shot
                 )
             )
     pts = [
-        (f"main heads ablated<br>({fmt_heads(nec.get('main', []), 4)})", "main_acc", "main_ci"),
-        ("clean", "clean_acc", "clean_ci"),
+        (f"main heads ablated<br>({fmt_heads(nec.main, 4)})", nec.main_acc, nec.main_ci),
+        ("clean", nec.clean_acc, nec.clean_ci),
     ]
-    pts = [(lab, nec.get(a), nec.get(c) or [nec.get(a), nec.get(a)]) for lab, a, c in pts]
+    pts = [(lab, a, ci or (a, a)) for lab, a, ci in pts]
     pts = [p for p in pts if p[1] is not None]
     if pts:
         y = [p[1] for p in pts]
         lo = [p[2][0] for p in pts]
         hi = [p[2][1] for p in pts]
-        n_rows = len((nec.get("meta") or {}).get("prompts") or []) or (n or 0)
+        n_rows = nec.n_prompts or nec.n
         fig.add_trace(
             go.Scatter(
                 x=[p[0] for p in pts],
@@ -446,19 +460,21 @@ def necessity_plot(nec: dict, title: str = "Necessity: ablate main heads (n-shot
     return fig
 
 
-def cumvar_plot(per_head: list[dict], title: str = "PCA cumulative variance") -> go.Figure:
+def cumvar_plot(
+    per_head: list[HeadSubspaceView] | list[dict], title: str = "PCA cumulative variance"
+) -> go.Figure:
     fig = go.Figure()
     longest = 1
-    for d in per_head:
-        cv = d["cumvar"]
+    for d in (as_view(HeadSubspaceView, p) for p in per_head):
+        cv = d.cumvar
         longest = max(longest, len(cv))
-        name = head_str(d["head"])
+        name = head_str(d.head)
         fig.add_trace(
             go.Scatter(
                 x=list(range(1, len(cv) + 1)),
                 y=cv,
                 mode="lines+markers",
-                name=f"{name} ({d['pcs_to_95']} PCs for 95%)",
+                name=f"{name} ({d.pcs_to_95} PCs for 95%)",
                 hovertemplate=f"{name}<br>%{{x}} PCs: %{{y:.3f}}<extra></extra>",
             )
         )
@@ -470,15 +486,19 @@ def cumvar_plot(per_head: list[dict], title: str = "PCA cumulative variance") ->
     return fig
 
 
-def periodogram_plot(per_head: list[dict], title: str = "Periodogram of task means") -> go.Figure:
+def periodogram_plot(
+    per_head: list[HeadSubspaceView] | list[dict], title: str = "Periodogram of task means"
+) -> go.Figure:
     fig = go.Figure()
-    for d in per_head:
-        pg = d["periodogram"]
-        name = head_str(d["head"])
+    for d in (as_view(HeadSubspaceView, p) for p in per_head):
+        pg = d.periodogram
+        if pg is None:
+            continue
+        name = head_str(d.head)
         fig.add_trace(
             go.Scatter(
-                x=pg["periods"],
-                y=pg["power"],
+                x=pg.periods,
+                y=pg.power,
                 mode="lines+markers",
                 name=name,
                 hovertemplate=f"{name}<br>period %{{x:g}}: %{{y:.3f}}<extra></extra>",
@@ -488,13 +508,14 @@ def periodogram_plot(per_head: list[dict], title: str = "Periodogram of task mea
     return fig
 
 
-def pc_coords_plot(d: dict) -> go.Figure:
-    coords = np.asarray(d["pc_coords_top6"])
+def pc_coords_plot(d: HeadSubspaceView | dict) -> go.Figure:
+    d = as_view(HeadSubspaceView, d)
+    coords = np.asarray(d.pc_coords)
     fig = go.Figure()
     for j in range(coords.shape[1]):
         fig.add_trace(
             go.Scatter(
-                x=d["ks"],
+                x=d.ks,
                 y=coords[:, j],
                 mode="lines+markers",
                 name=f"PC{j + 1}",
@@ -502,29 +523,31 @@ def pc_coords_plot(d: dict) -> go.Figure:
             )
         )
     fig.update_layout(
-        title=f"PC coordinates vs k, {head_str(d['head'])}",
+        title=f"PC coordinates vs k, {head_str(d.head)}",
         xaxis_title="k",
         yaxis_title="coordinate",
     )
-    int_axis(fig, "x", d["ks"])
+    int_axis(fig, "x", d.ks)
     return fig
 
 
-def share_bars(extraction: dict, title: str = "Token-group share of the task signal") -> go.Figure:
+def share_bars(
+    extraction: Extraction | dict, title: str = "Token-group share of the task signal"
+) -> go.Figure:
     """Signed share of each token role in the head's task signal (mean over prompts, 95% CI)."""
     from addk_interp.analyses.extraction import ROLES
 
     fig = go.Figure()
-    for head, d in extraction.get("per_head", {}).items():
-        roles = d.get("roles") or {}
+    for head, d in as_view(Extraction, extraction).per_head.items():
+        roles = d.roles
         if not roles:
             continue
         order = [r for r in ROLES if r in roles] + [r for r in roles if r not in ROLES]
-        st = [roles[r] if isinstance(roles[r], dict) else {"mean": roles[r]} for r in order]
-        y = [s.get("mean") for s in st]
-        lo = [s.get("ci_low", s.get("mean")) for s in st]
-        hi = [s.get("ci_high", s.get("mean")) for s in st]
-        n = [s.get("n", 0) for s in st]
+        st = [roles[r] for r in order]
+        y = [s.mean for s in st]
+        lo = [s.mean if s.ci_low is None else s.ci_low for s in st]
+        hi = [s.mean if s.ci_high is None else s.ci_high for s in st]
+        n = [s.n for s in st]
         name = head_str(head)
         fig.add_trace(
             go.Bar(
@@ -556,9 +579,9 @@ def _mean_ci(x: np.ndarray, seed: int = 0, n_boot: int = 2000) -> tuple[float, f
 
 def graded_effects(
     fv_examples: pd.DataFrame | None,
-    scan: dict | None,
+    scan: ScanCurves | None,
     projections: pd.DataFrame | None,
-    aie_topk: dict | None,
+    aie_topk: dict[int, TopK] | None,
     title: str = "Graded effects: mean log p(answer), teacher forced",
 ) -> go.Figure | None:
     """The graded metric beside exact match, one panel per experiment: function vectors vs the
@@ -566,10 +589,10 @@ def graded_effects(
     arms, and the AIE top-k FVs. An effect that does not flip the argmax still moves these."""
     panels = [
         ("FV vs zero-shot (per split)", fv_examples is not None and "answer_logprob" in fv_examples),
-        ("dose-response (scanned heads)", bool(scan and scan.get("mean_answer_logprob"))),
+        ("dose-response (scanned heads)", bool(scan and scan.mean_answer_logprob)),
         ("projection arms", projections is not None and "mean_answer_logprob" in projections),
         ("AIE top-k FV", bool(aie_topk) and any(
-            (v or {}).get("mean_answer_logprob") is not None for v in (aie_topk or {}).values())),
+            v.mean_answer_logprob is not None for v in (aie_topk or {}).values())),
     ]
     if not any(ok for _, ok in panels):
         return None
@@ -593,12 +616,13 @@ def graded_effects(
                 " (n = %{customdata[0]})<extra>" + split + "</extra>",
             ), row=1, col=1)
     if panels[1][1]:
-        grid = scan.get("c_grid") or []
-        for key, vals in scan["mean_answer_logprob"].items():
+        grid = scan.c_grid
+        n_ex = "?" if scan.n_examples is None else str(scan.n_examples)
+        for key, vals in scan.mean_answer_logprob.items():
             fig.add_trace(go.Scatter(
                 x=grid[: len(vals)], y=vals, mode="lines+markers", name=head_str(key),
                 hovertemplate=head_str(key) + ", c = %{x}: %{y:.2f} (n = "
-                + str(scan.get("n_examples", "?")) + ")<extra></extra>",
+                + n_ex + ")<extra></extra>",
             ), row=1, col=2)
         fig.update_xaxes(title_text="coefficient c", dtick=1, row=1, col=2)
     if panels[2][1]:
@@ -612,10 +636,10 @@ def graded_effects(
             ), row=2, col=1)
     if panels[3][1]:
         ks = sorted(aie_topk, key=int)
-        ys = [aie_topk[k].get("mean_answer_logprob") for k in ks]
+        ys = [aie_topk[k].mean_answer_logprob for k in ks]
         fig.add_trace(go.Bar(
             x=[f"top-{k}" for k in ks], y=ys, name="AIE top-k FV",
-            customdata=[[aie_topk[k].get("n")] for k in ks],
+            customdata=[[aie_topk[k].n] for k in ks],
             hovertemplate="%{x}: %{y:.2f} (n = %{customdata[0]})<extra></extra>",
         ), row=2, col=2)
     if zero is not None:

@@ -1,10 +1,12 @@
 """Plotly figures of the mechanism stages: subspaces, projections, circuits, extraction, demos,
 AIE, per-head causal effects and attention patterns.
 
-Not a step of the method: presentation of saved stage results (dicts as written by the
-pipeline). Every function returns a ``go.Figure`` and never shows it; the conventions are
-those of ``report.plots`` (one idea per panel, integer ticks on discrete axes, CIs and n in the
-hover wherever a proportion is drawn, heads as ``L{layer}H{head}``). Cost: milliseconds.
+Not a step of the method: presentation of saved stage results, passed as the typed views of
+``report.results`` (``Circuits``, ``Extraction``, ``Demos``, ``Angles``, ``AIESummary``; a
+stage file's dictionary is read through the view's ``from_json``). Every function returns a
+``go.Figure`` and never shows it; the conventions are those of ``report.plots`` (one idea per
+panel, integer ticks on discrete axes, CIs and n in the hover wherever a proportion is drawn,
+heads as ``L{layer}H{head}``). Cost: milliseconds.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from addk_interp.report.plots import (
     prop_hover,
     task_sort_key,
 )
+from addk_interp.report.results import AIESummary, Angles, Circuits, Demos, Extraction, as_view
 
 HEAD_COLORS = qualitative.D3  # one distinguishable color per head (10)
 # |mean per-demonstration contribution| (units of ‖d‖², the aggregate is ≈ 1) below which the
@@ -109,13 +112,14 @@ def fitted_targets(
 
 
 def angle_heatmap(
-    angles: dict, title: str = "Principal angles between head subspaces"
+    angles: Angles | dict, title: str = "Principal angles between head subspaces"
 ) -> go.Figure:
     """Mean principal angle (degrees) between the 6-D subspaces of every pair of heads; with two
     heads or fewer (one angle) a table of the pair instead of a 2×2 heatmap."""
-    names = [str(n) for n in angles.get("names", [])]
-    mean = np.asarray(angles.get("mean_deg", []), dtype=float)
-    mx = np.asarray(angles.get("max_deg", mean), dtype=float)
+    angles = as_view(Angles, angles)
+    names = list(angles.names)
+    mean = np.asarray(angles.mean_deg, dtype=float)
+    mx = mean if angles.max_deg is None else np.asarray(angles.max_deg, dtype=float)
     if len(names) <= 2:
         pairs = [(i, j) for i in range(len(names)) for j in range(i + 1, len(names))]
         fig = go.Figure(
@@ -202,12 +206,14 @@ def _ordered_roles(d: dict) -> list[str]:
     return [r for r in ROLES if r in d] + [r for r in d if r not in ROLES]
 
 
-def qk_roles(circuits: dict, title: str = "Attention of the query row by token role") -> go.Figure:
+def qk_roles(
+    circuits: Circuits | dict, title: str = "Attention of the query row by token role"
+) -> go.Figure:
     fig = go.Figure()
-    for i, (h, d) in enumerate(circuits.get("per_head", {}).items()):
-        rm = d["qk"]["role_mass"]
+    for i, (h, d) in enumerate(as_view(Circuits, circuits).per_head.items()):
+        rm = d.role_mass
         roles = _ordered_roles(rm)
-        n = d["qk"].get("n_prompts", 0)
+        n = d.n_prompts
         fig.add_trace(
             go.Bar(
                 x=roles,
@@ -227,17 +233,18 @@ def qk_roles(circuits: dict, title: str = "Attention of the query row by token r
     return fig
 
 
-def qk_label_scores(circuits: dict, title: str = "QK score at a label vs its number") -> go.Figure:
+def qk_label_scores(
+    circuits: Circuits | dict, title: str = "QK score at a label vs its number"
+) -> go.Figure:
     fig = go.Figure()
     xs = []
-    for i, (h, d) in enumerate(circuits.get("per_head", {}).items()):
-        q = d["qk"]
-        xs += list(q["numbers"])
-        counts = q.get("number_counts") or [None] * len(q["numbers"])
+    for i, (h, d) in enumerate(as_view(Circuits, circuits).per_head.items()):
+        xs += list(d.label_numbers)
+        counts = d.label_counts or [None] * len(d.label_numbers)
         fig.add_trace(
             go.Scatter(
-                x=q["numbers"],
-                y=q["number_centered"],
+                x=d.label_numbers,
+                y=d.label_scores,
                 mode="markers",
                 name=_hname(h),
                 marker_color=_color(i),
@@ -254,22 +261,27 @@ def qk_label_scores(circuits: dict, title: str = "QK score at a label vs its num
     return fig
 
 
-def ov_numbers(circuits: dict, source: str = "ov_embedding", title: str | None = None) -> go.Figure:
+def ov_numbers(
+    circuits: Circuits | dict, source: str = "ov_embedding", title: str | None = None
+) -> go.Figure:
     """First three coordinates (in the head's fitted 6-D basis) of OV(number) vs number; one
-    color per head, one dash style per direction."""
+    color per head, one dash style per direction. ``source``: ``"ov_embedding"`` (number-token
+    embeddings) or ``"ov_label"`` (residuals at in-context labels)."""
+    if source not in ("ov_embedding", "ov_label"):
+        raise ValueError(f"source must be 'ov_embedding' or 'ov_label', not {source!r}")
     what = "number-token embeddings" if source == "ov_embedding" else "label residuals"
     fig = go.Figure()
     xs = []
-    for i, (h, d) in enumerate(circuits.get("per_head", {}).items()):
-        m = d.get(source)
-        if not m:
+    for i, (h, d) in enumerate(as_view(Circuits, circuits).per_head.items()):
+        m = d.ov_embedding if source == "ov_embedding" else d.ov_label
+        if m is None:
             continue
-        c = np.asarray(m["coords"])
-        xs += list(m["numbers"])
+        c = np.asarray(m.coords)
+        xs += list(m.numbers)
         for j in range(min(3, c.shape[1])):
             fig.add_trace(
                 go.Scatter(
-                    x=m["numbers"],
+                    x=m.numbers,
                     y=c[:, j],
                     mode="lines+markers",
                     name=f"{_hname(h)} dir {j + 1}",
@@ -299,14 +311,12 @@ _PEAKING = (
 )
 
 
-def label_alignment(extraction: dict, title: str = "Label peaking and alignment") -> go.Figure:
+def label_alignment(
+    extraction: Extraction | dict, title: str = "Label peaking and alignment"
+) -> go.Figure:
     """Per metric one panel: each head's mean over prompts with its 95% CI."""
-    per = extraction.get("per_head", {})
-    present = [
-        m
-        for m in _PEAKING
-        if any(isinstance((d.get("peaking") or {}).get(m[0]), dict) for d in per.values())
-    ]
+    per = as_view(Extraction, extraction).per_head
+    present = [m for m in _PEAKING if any(m[0] in d.peaking for d in per.values())]
     if not present:
         fig = go.Figure()
         fig.update_layout(title=title + " (no peaking metrics recorded)")
@@ -317,12 +327,12 @@ def label_alignment(extraction: dict, title: str = "Label peaking and alignment"
     for p, (key, _t, rng) in enumerate(present):
         r, c = p // cols + 1, p % cols + 1
         for i, (h, d) in enumerate(per.items()):
-            s = (d.get("peaking") or {}).get(key)
-            if not isinstance(s, dict) or s.get("mean") is None:
+            s = d.peaking.get(key)
+            if s is None or s.mean is None:
                 continue
-            m = s["mean"]
-            lo = s.get("ci_low") if s.get("ci_low") is not None else m
-            hi = s.get("ci_high") if s.get("ci_high") is not None else m
+            m = s.mean
+            lo = s.ci_low if s.ci_low is not None else m
+            hi = s.ci_high if s.ci_high is not None else m
             fig.add_trace(
                 go.Bar(
                     x=[_hname(h)],
@@ -332,7 +342,7 @@ def label_alignment(extraction: dict, title: str = "Label peaking and alignment"
                     showlegend=p == 0,
                     marker_color=_color(i),
                     error_y=ci_error([m], [lo], [hi]),
-                    customdata=prop_custom([s.get("n", 0)], [lo], [hi]),
+                    customdata=prop_custom([s.n], [lo], [hi]),
                     hovertemplate=f"{key}<br>%{{x}}: %{{y:.3g}} (95% CI "
                     "[%{customdata[1]:.3g}, %{customdata[2]:.3g}], n = %{customdata[0]})"
                     "<extra></extra>",
@@ -347,16 +357,18 @@ def label_alignment(extraction: dict, title: str = "Label peaking and alignment"
 
 
 def demo_trajectories(
-    demos: dict, title: str = "Per-demonstration signal (clean prompts)"
+    demos: Demos | dict, title: str = "Per-demonstration signal (clean prompts)"
 ) -> go.Figure:
     """Mean contribution c_i of each demonstration's label to the aggregate (units of ‖d‖²,
     ± 1 s.e.m. over prompts). A head whose |mean c_i| stays below ``NO_SIGNAL`` is not drawn
     as a trend: the figure says "no signal" with the magnitude."""
+    demos = as_view(Demos, demos)
     fig = go.Figure()
     quiet = []
     n_demo = 0
-    for i, (h, d) in enumerate(demos.get("per_head", {}).items()):
-        c = (d.get("self_correction") or {}).get("contributions", {}).get("clean")
+    for i, h in enumerate(demos.heads):
+        sc = demos.self_correction.get(h)
+        c = sc.clean_contributions if sc else None
         if not c:
             continue
         a = np.asarray(c, dtype=float)
@@ -398,31 +410,33 @@ def demo_trajectories(
 
 
 def offset_readout(
-    demos: dict, title: str = "Offset read-out from each label's signal"
+    demos: Demos | dict, title: str = "Offset read-out from each label's signal"
 ) -> go.Figure:
     """Decoded offset vs each label's own offset y_i − x_i (marker area ∝ number of labels);
     on the y = x line the read-out is right."""
+    demos = as_view(Demos, demos)
     fig = go.Figure()
     lo_hi = []
-    for i, (h, d) in enumerate(demos.get("per_head", {}).items()):
-        r = d.get("offset_readout")
-        if not r or "decoded" not in r:
+    for i, h in enumerate(demos.heads):
+        r = demos.readout.get(h)
+        if r is None or r.decoded is None:
             continue
         pairs: dict[tuple, int] = {}
-        for o, dec in zip(r["own_offset"], r["decoded"], strict=True):
+        for o, dec in zip(r.own_offset, r.decoded, strict=True):
             pairs[(o, dec)] = pairs.get((o, dec), 0) + 1
         keys = sorted(pairs)
         cnt = np.array([pairs[k] for k in keys])
         lo_hi += [v for k in keys for v in k]
-        ci = r.get("accuracy_ci") or [float("nan"), float("nan")]
+        ci = r.ci or (float("nan"), float("nan"))
         fig.add_trace(
             go.Scatter(
                 x=[k[0] for k in keys],
                 y=[k[1] for k in keys],
                 mode="markers",
                 marker=dict(size=6 + 14 * np.sqrt(cnt / cnt.max()), color=_color(i), opacity=0.6),
-                name=f"{_hname(h)}: accuracy {r['accuracy']:.2f} [{ci[0]:.2f}, {ci[1]:.2f}] "
-                f"(n = {r.get('n_labels', len(r['decoded']))} labels; chance {r['chance']:.2f})",
+                name=f"{_hname(h)}: accuracy {r.accuracy:.2f} [{ci[0]:.2f}, {ci[1]:.2f}] "
+                f"(n = {len(r.decoded) if r.n_labels is None else r.n_labels} labels; "
+                f"chance {r.chance:.2f})",
                 customdata=[[c] for c in cnt],
                 hovertemplate=f"{_hname(h)}<br>own offset %{{x}}, decoded %{{y}}: "
                 "%{customdata[0]} labels<extra></extra>",
@@ -452,36 +466,41 @@ def offset_readout(
 
 
 def self_correction(
-    demos: dict, title: str = "Self-correction: wrong label at position j"
+    demos: Demos | dict, title: str = "Self-correction: wrong label at position j"
 ) -> go.Figure:
     fig = make_subplots(
         rows=1,
         cols=2,
         subplot_titles=["Δ accuracy vs clean (95% CI)", "Δ aggregate signal vs clean (95% CI)"],
     )
+    demos = as_view(Demos, demos)
     shots = 1
-    for i, (h, d) in enumerate(demos.get("per_head", {}).items()):
-        sc = d.get("self_correction")
-        if not sc:
+    for i, h in enumerate(demos.heads):
+        sc = demos.self_correction.get(h)
+        if sc is None:
             continue
-        shots = max(shots, int(sc.get("shots", 1)))
+        shots = max(shots, sc.shots)
         for col, key in ((1, "d_accuracy"), (2, "d_aggregate")):
-            rows = [r for r in sc["by_position"] if key in r]
-            x = [r["j"] + 1 for r in rows]
-            y = [r[key]["mean"] for r in rows]
-            lo = [r[key]["ci"][0] for r in rows]
-            hi = [r[key]["ci"][1] for r in rows]
+            effects = [
+                (r.j, r.d_accuracy if key == "d_accuracy" else r.d_aggregate)
+                for r in sc.by_position
+            ]
+            effects = [(j, e) for j, e in effects if e is not None]
+            x = [j + 1 for j, _ in effects]
+            y = [e.mean for _, e in effects]
+            lo = [e.ci[0] for _, e in effects]
+            hi = [e.ci[1] for _, e in effects]
             fig.add_trace(
                 go.Scatter(
                     x=x,
                     y=y,
                     mode="lines+markers",
-                    name=f"{_hname(h)} ({sc['verdict']})",
+                    name=f"{_hname(h)} ({sc.verdict})",
                     legendgroup=_hname(h),
                     showlegend=col == 1,
                     marker_color=_color(i),
                     error_y=ci_error(y, lo, hi),
-                    customdata=prop_custom([r[key]["n"] for r in rows], lo, hi),
+                    customdata=prop_custom([e.n for _, e in effects], lo, hi),
                     hovertemplate=f"{_hname(h)} {key}<br>wrong label at demo %{{x}}: "
                     + PROP_HOVER
                     + "<extra></extra>",
@@ -496,7 +515,7 @@ def self_correction(
 
 
 def aie_bars(
-    aie: dict,
+    aie: AIESummary | dict,
     fv_all: float | None = None,
     title: str = "AIE baseline",
     zero_shot: float | None = None,
@@ -505,32 +524,24 @@ def aie_bars(
     lines: clean n-shot (dotted), the all-heads FV ``fv_all`` (dash-dot) and the zero-shot
     baseline ``zero_shot`` (dashed) when given."""
     fig = go.Figure()
-    top = aie.get("topk", {})
+    top = as_view(AIESummary, aie).topk
     ks = sorted(top, key=lambda k: task_sort_key(str(k)))
     rows = [top[k] for k in ks]
-    y = [v["accuracy"] for v in rows]
-    lo = [v["ci_low"] for v in rows]
-    hi = [v["ci_high"] for v in rows]
+    y = [v.accuracy for v in rows]
+    lo = [v.ci[0] for v in rows]
+    hi = [v.ci[1] for v in rows]
     fig.add_trace(
         go.Bar(
             x=[f"AIE top-{k}" for k in ks],
             y=y,
             name="AIE top-k FV",
             error_y=ci_error(y, lo, hi),
-            customdata=[
-                [
-                    int(v["n"]),
-                    float(v["ci_low"]),
-                    float(v["ci_high"]),
-                    fmt_heads(v.get("heads", [])),
-                ]
-                for v in rows
-            ],
+            customdata=[[v.n, v.ci[0], v.ci[1], fmt_heads(v.heads)] for v in rows],
             hovertemplate="%{x} (heads %{customdata[3]})<br>" + PROP_HOVER + "<extra></extra>",
         )
     )
     if rows:
-        hline(fig, rows[0].get("clean_accuracy"), "clean n-shot", dash="dot")
+        hline(fig, rows[0].clean_accuracy, "clean n-shot", dash="dot")
     hline(fig, fv_all, "all heads (unit FV)", dash="dashdot")
     hline(fig, zero_shot, "zero-shot")
     fig.update_layout(title=title, yaxis_title="accuracy (zero-shot + FV)", yaxis_range=[0, 1.05])

@@ -134,7 +134,7 @@ class GateFit:
         return path
 
     @classmethod
-    def load(cls, path, model: HookedModel=None) -> GateFit:
+    def load(cls, path, model: HookedModel | None = None) -> GateFit:
         path = Path(path)
         if path.suffix != ".safetensors":
             path = path.with_suffix(".safetensors")
