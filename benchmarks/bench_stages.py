@@ -587,6 +587,10 @@ def main() -> int:
                 selected=selected,
                 n_random=S.n_random,
                 clean=clean_n,
+                # equal work: the original draws only the selected-heads control, so ours skips
+                # the all-heads control and the single-head table here
+                n_random_all=0,
+                single_heads=(),
             ),
             lambda: orig.necessity(model, enc_n, run_abl, hbar_raw, batch_size=bs, timer=timer),
             rep,
