@@ -64,7 +64,7 @@ from addk_interp.analyses.extraction import (
 )
 from addk_interp.core.errors import AddkError
 from addk_interp.core.heads import HeadLike as Head  # the one head type: Head or (l, h)
-from addk_interp.core.scoring import bootstrap_ci, evaluate
+from addk_interp.core.scoring import bootstrap_ci, evaluate, pearson
 from addk_interp.core.tasks import Example, PromptFormat
 from addk_interp.models.adapter import HookedModel
 
@@ -106,13 +106,6 @@ def _check_examples(examples: Sequence[Example]) -> None:
         for x, y in e.demos:
             _int(x), _int(y)
         _int(e.query), _int(e.answer)
-
-
-def _pearson(x: np.ndarray, y: np.ndarray) -> float | None:
-    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
-    xc, yc = x - x.mean(), y - y.mean()
-    den = float(np.sqrt((xc**2).sum() * (yc**2).sum()))
-    return None if den <= 1e-300 else float((xc * yc).sum() / den)
 
 
 def _summary(values, seed: int = 0) -> dict[str, Any]:
@@ -288,9 +281,9 @@ def readout_stats(
         accuracy_ci=bootstrap_ci(hits, n_boot=N_BOOT, seed=seed),
         chance=1.0 / len(reference.ks),
         query_match_rate=float((dec[differ] == qk[differ]).mean()) if differ.any() else None,
-        corr_own=_pearson(dec, own),
-        corr_query_k=_pearson(dec, qk),
-        corr_label=_pearson(dec, y),
+        corr_own=pearson(dec, own),
+        corr_query_k=pearson(dec, qk),
+        corr_label=pearson(dec, y),
         in_grid=float(np.isin(own, reference.ks).mean()),
     )
 

@@ -55,7 +55,7 @@ from addk_interp.core.errors import AddkError
 from addk_interp.core.heads import HeadLike as Head
 from addk_interp.core.heads import check_heads  # the one head type: Head or (l, h)
 from addk_interp.core.prompts import PromptBatch, encode_examples, make_batches
-from addk_interp.core.scoring import bootstrap_ci
+from addk_interp.core.scoring import bootstrap_ci, pearson
 from addk_interp.core.tasks import GROUP_BOS, Example, PromptFormat
 from addk_interp.hooks.capture import z_to_outputs
 from addk_interp.models.adapter import HookedModel
@@ -680,15 +680,6 @@ def label_slots(groups: Sequence[str]) -> list[list[int]]:
     return [by_demo[i] for i in sorted(by_demo)]
 
 
-def _pearson(x: np.ndarray, y: np.ndarray) -> float | None:
-    """Pearson correlation along the last axis; None when either side is constant."""
-    xc, yc = x - x.mean(), y - y.mean()
-    den = math.sqrt(float((xc**2).sum()) * float((yc**2).sum()))
-    if den <= 1e-300:
-        return None
-    return float((xc * yc).sum() / den)
-
-
 @dataclass(frozen=True)
 class PeakingMetrics:
     """Label-token peaking and alignment metrics of one head (§6.3); one entry per prompt.
@@ -854,7 +845,7 @@ def label_peaking(
             gain.append(w_c - u_c)
             a_np, c_np = a_i.numpy(), c_i.numpy()
             kept.append((a_np, c_np, s_i, h))
-            rho = _pearson(a_np, c_np) if len(slots) >= 2 else None
+            rho = pearson(a_np, c_np) if len(slots) >= 2 else None
             if rho is not None:
                 rout_idx.append(r.indices[i])
                 rout.append(rho)
@@ -864,7 +855,7 @@ def label_peaking(
         for a_np, c_np, s_i, h in kept:
             perm = rng.permutation(len(a_np))
             ap = a_np[perm]
-            rho = _pearson(ap, c_np) if len(a_np) >= 2 else None
+            rho = pearson(ap, c_np) if len(a_np) >= 2 else None
             if rho is not None:
                 rhos.append(rho)
             wt = torch.from_numpy(ap / ap.sum())

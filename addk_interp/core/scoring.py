@@ -14,6 +14,7 @@ Cost: one forward per batch, logits at A+1 positions only (vs A+1 forwards for d
 
 from __future__ import annotations
 
+import math
 import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -168,6 +169,15 @@ def bootstrap_ci(
     rng = np.random.default_rng(seed)
     means = v[rng.integers(0, v.size, size=(n_boot, v.size))].mean(axis=1)
     return float(np.quantile(means, alpha / 2)), float(np.quantile(means, 1 - alpha / 2))
+
+
+def pearson(x: np.ndarray, y: np.ndarray) -> float | None:
+    """Pearson correlation of two 1-D arrays; None when either side is constant."""
+    xc, yc = x - x.mean(), y - y.mean()
+    den = math.sqrt(float((xc**2).sum()) * float((yc**2).sum()))
+    if den <= 1e-300:
+        return None
+    return float((xc * yc).sum() / den)
 
 
 def accuracy_table(df: pd.DataFrame, by=("task", "k", "shots"), seed: int = 0) -> pd.DataFrame:

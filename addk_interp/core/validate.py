@@ -70,13 +70,26 @@ def compress_ints(values) -> str:
 FLOAT_DTYPES = ("float32", "float64", "float16", "bfloat16")
 
 
-def check_finite(value: Any, name: str) -> Any:
-    """A finite number, or a tensor / array without NaN or inf, else ``AddkError`` naming it."""
-    if isinstance(value, bool):
+def check_number(value: Any, name: str) -> float:
+    """A finite real number (Python or NumPy int / float, not bool) as a float, else
+    ``AddkError``: "must be a number" / "must be finite"."""
+    import numpy as np
+
+    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
         raise AddkError(f"{name} must be a number, got {value!r}")
-    if isinstance(value, int | float):
-        if not math.isfinite(value):
-            raise AddkError(f"{name} must be finite, got {value!r}")
+    out = float(value)
+    if not math.isfinite(out):
+        raise AddkError(f"{name} must be finite, got {value!r}")
+    return out
+
+
+def check_finite(value: Any, name: str) -> Any:
+    """A finite number (``check_number``), or a tensor / array without NaN or inf, else
+    ``AddkError`` naming it ("<name> contains NaN or inf"). Returns ``value`` unchanged."""
+    import numpy as np
+
+    if isinstance(value, bool | int | float | np.integer | np.floating):
+        check_number(value, name)
         return value
     import torch
 

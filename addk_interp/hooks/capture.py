@@ -31,6 +31,7 @@ from addk_interp.core.errors import AddkError
 from addk_interp.core.prompts import encode_examples, make_batches
 from addk_interp.core.store import read_tensors, write_tensors
 from addk_interp.core.tasks import Example, manifest_hash
+from addk_interp.core.validate import check_position
 from addk_interp.models.adapter import HookedModel
 
 
@@ -88,9 +89,8 @@ def capture_z(
     """``hook_z`` rows at ``positions`` for every layer, stopping after the last layer's z."""
     pos = [positions] if isinstance(positions, int) else list(positions)
     n = tokens.shape[1]
-    bad = [p for p in pos if not -n <= int(p) < n]
-    if bad:
-        raise AddkError(f"position {bad[0]} is outside the prompt (length {n})")
+    for p in pos:
+        check_position(p, n, "capture")
     names = [z_hook_name(layer) for layer in range(model.n_layers)]
     acts = model.run_collect(tokens, names, fwd_hooks=fwd_hooks, stop_after=names[-1])
     return torch.stack([acts[n][:, pos] for n in names], dim=2)

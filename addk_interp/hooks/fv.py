@@ -20,6 +20,7 @@ from addk_interp.core.errors import AddkError
 from addk_interp.core.heads import HeadLike as Head
 from addk_interp.core.scoring import evaluate
 from addk_interp.core.tasks import Example
+from addk_interp.core.validate import check_finite
 from addk_interp.hooks.capture import HeadMeans
 from addk_interp.hooks.interventions import inject
 from addk_interp.models.adapter import HookedModel
@@ -88,8 +89,7 @@ def evaluate_fv(
         raise AddkError(f"no function vector for tasks {missing}")
     model.residual_hook(layer, "resid_mid")  # refuse a bad layer / missing site before any work
     for t, v in vectors.items():
-        if not torch.isfinite(v).all():
-            raise AddkError(f"the function vector of task {t!r} contains NaN or inf")
+        check_finite(v, f"the function vector of task {t!r}")
     per_ex = torch.stack([vectors[e.task] for e in examples]).float()
     df = evaluate(
         model,

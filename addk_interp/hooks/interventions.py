@@ -32,7 +32,7 @@ from torch import Tensor
 from addk_interp.core.errors import AddkError
 from addk_interp.core.heads import Head, HeadLike, parse_heads  # noqa: F401  (re-exported)
 from addk_interp.core.heads import check_heads as validate_heads
-from addk_interp.core.validate import check_position
+from addk_interp.core.validate import check_finite, check_position
 from addk_interp.hooks.capture import z_hook_name, z_to_outputs
 from addk_interp.models.adapter import HookedModel
 
@@ -76,8 +76,7 @@ def inject(
         raise AddkError(
             f"vector width {vector.shape[-1]} does not match d_model={model.info.d_model}"
         )
-    if not torch.isfinite(vector).all():
-        raise AddkError("the injected vector contains NaN or inf")
+    check_finite(vector, "the injected vector")
 
     def fn(act, hook):
         _check_position(position, act, "inject")
@@ -160,8 +159,7 @@ def gate_heads(
             f"z_source must end in [layer, head, d_head] = {list(want)}, "
             f"got {tuple(z_source.shape)}"
         )
-    if not torch.isfinite(z_source).all():
-        raise AddkError("z_source (the gate's mean values) contains NaN or inf")
+    check_finite(z_source, "z_source (the gate's mean values)")
 
     hooks = []
     for layer in range(model.n_layers):
@@ -182,8 +180,7 @@ def gate_heads(
 def check_basis(basis: Float[Tensor, "d_model k"], tol: float = 1e-4) -> Tensor:
     if basis.ndim != 2 or basis.shape[1] == 0:
         raise AddkError(f"basis must be [d_model, k] with k ≥ 1, got {tuple(basis.shape)}")
-    if not torch.isfinite(basis).all():
-        raise AddkError("subspace basis contains NaN or inf")
+    check_finite(basis, "subspace basis")
     gram = basis.T.double() @ basis.double()
     err = (gram - torch.eye(basis.shape[1], dtype=torch.float64)).abs().max().item()
     if err > tol:

@@ -43,6 +43,7 @@ import torch
 from jaxtyping import Float, Float64, Int
 
 from addk_interp.core.heads import HeadLike as Head  # the one head type: Head or (l, h)
+from addk_interp.core.validate import check_number
 
 CoefMatrix = Float[np.ndarray, "layer head"] | Float[torch.Tensor, "layer head"]
 """A [layer, head] coefficient matrix as the rules expect it (numpy or torch, any float dtype)."""
@@ -308,7 +309,7 @@ def fraction(coef: CoefMatrix, *, fraction: float | int = DEFAULT_FRACTION) -> C
     ``fraction`` must lie in (0, 1]. Threshold = the smallest |coef| in that prefix; heads with
     |coef| ≥ threshold are kept (the prefix plus exact ties). An all-zero matrix is empty.
     """
-    frac = _check_finite(fraction, "fraction")
+    frac = check_number(fraction, "fraction")
     if not 0.0 < frac <= 1.0:
         raise ValueError(f"fraction must lie in (0, 1], got {frac!r}")
     absval = np.abs(_as_float64(coef))
@@ -397,17 +398,8 @@ def mean_last_k(
     return np.mean(np.stack(last), axis=0)
 
 
-def _check_finite(value: float | int, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
-        raise ValueError(f"{name} must be a number, got {value!r}")
-    out = float(value)
-    if not math.isfinite(out):
-        raise ValueError(f"{name} must be finite, got {value!r}")
-    return out
-
-
 def _check_nonnegative(value: float | int, name: str) -> float:
-    out = _check_finite(value, name)
+    out = check_number(value, name)
     if out < 0.0:
         raise ValueError(f"{name} must be ≥ 0 (cuts apply to |coef|), got {value!r}")
     return out

@@ -51,6 +51,7 @@ from jaxtyping import Bool, Float, Int, Real
 from addk_interp.core.errors import AddkError
 from addk_interp.core.heads import HeadLike as Head  # the one head type: Head or (l, h)
 from addk_interp.core.heads import head_str
+from addk_interp.core.validate import check_number
 
 # What `RecoveryScan` accepts besides its stored types: the raw values of a scan file or of the
 # `from_*` constructors. `__post_init__` validates them (ValueError naming the head and index)
@@ -81,11 +82,7 @@ def _exact(value: float) -> Fraction:
 
 
 def _number(value: Any, name: str, *, lo: float | None = None, hi: float | None = None) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
-        raise AddkError(f"{name} must be a number, got {value!r}")
-    out = float(value)
-    if not math.isfinite(out):
-        raise AddkError(f"{name} must be finite, got {value!r}")
+    out = check_number(value, name)
     if (lo is not None and out < lo) or (hi is not None and out > hi):
         raise AddkError(f"{name} must lie in [{lo}, {hi}], got {value!r}")
     return out

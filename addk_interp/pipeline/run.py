@@ -340,7 +340,7 @@ class Run:
 
     def analysis_heads(self) -> list[Head]:
         """Main heads; else the scanned heads by gain (at most 3); else none."""
-        return self.results().analysis_heads() if self.results().scan else []
+        return self.results().analysis_heads()
 
     # ------------------------------------------------------------------ main
     def validate(self) -> None:

@@ -556,25 +556,23 @@ def _heads(items) -> tuple[str, ...]:
 
 def read_cell_row(cell: SweepCell) -> SweepRow:
     """A finished cell's row, read from its run directory's files."""
-    import pandas as pd
+    from addk_interp.report.results import RunResults
 
     d = Path(cell.out)
     st = d / "stages"
     man = read_json(d / "manifest.json")
     shots = int(man["config"]["shots"])
+    res = RunResults(d)
 
-    def table(p):
-        try:
-            return pd.read_csv(p)
-        except FileNotFoundError:
-            raise AddkError(f"missing file {p}") from None
-        except (pd.errors.EmptyDataError, pd.errors.ParserError) as e:
-            raise AddkError(f"{p}: unreadable table ({type(e).__name__})") from None
+    def table(frame, p):
+        if frame is None:
+            raise AddkError(f"missing file {p}")
+        return frame
 
-    acc = table(st / "clean_eval" / "accuracy.csv")
+    acc = table(res.clean, st / "clean_eval" / "accuracy.csv")
     acc = acc[acc["shots"] == shots]
     clean = float(acc["accuracy"].mean()) if len(acc) else None
-    fv = table(st / "fv_eval" / "fv_summary.csv")
+    fv = table(res.fv, st / "fv_eval" / "fv_summary.csv")
     held = fv[fv["split"] == "heldout"]
 
     def cond(name):
@@ -586,9 +584,6 @@ def read_cell_row(cell: SweepCell) -> SweepRow:
     recovery = None
     if None not in (fv_acc, zs, clean_held) and clean_held > zs:
         recovery = (fv_acc - zs) / (clean_held - zs)
-    from addk_interp.report.results import RunResults
-
-    res = RunResults(d)
     sel, scan, sub = res.selection, res.scan, res.subspaces
     if sel is None or scan is None:
         raise AddkError(f"{d}: the localize / scan stages left no results")

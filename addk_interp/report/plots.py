@@ -566,15 +566,16 @@ def share_bars(
     return fig
 
 
-def _mean_ci(x: np.ndarray, seed: int = 0, n_boot: int = 2000) -> tuple[float, float, float]:
-    """Mean and a percentile-bootstrap 95 % CI (NaNs dropped)."""
+def _mean_ci(x: np.ndarray, seed: int = 0) -> tuple[float, float, float]:
+    """Mean and the project's percentile-bootstrap 95 % CI (``core.scoring.bootstrap_ci``),
+    NaNs dropped."""
+    from addk_interp.core.scoring import bootstrap_ci
+
     x = np.asarray(x, dtype=float)
     x = x[np.isfinite(x)]
     if x.size == 0:
         return float("nan"), float("nan"), float("nan")
-    rng = np.random.default_rng(seed)
-    boots = rng.choice(x, size=(n_boot, x.size), replace=True).mean(1)
-    return float(x.mean()), float(np.quantile(boots, 0.025)), float(np.quantile(boots, 0.975))
+    return (float(x.mean()), *bootstrap_ci(x, seed=seed))
 
 
 def graded_effects(
