@@ -10,6 +10,7 @@ from addk_interp.cli.main import main
 from addk_interp.core.errors import AddkError
 from addk_interp.core.prompts import encode, encode_examples, make_batches
 from addk_interp.core.scoring import (
+    RowScorer,
     accuracy_table,
     continuation_mask,
     evaluate,
@@ -157,6 +158,48 @@ def test_evaluate_and_table_every_example_kept():
     batches = make_batches(encode_examples(model, ex), 4)
     assert sum(len(b) for b in batches) == 14
     assert all(len(set(len(e.prompt_ids) for e in b.encoded)) == 1 for b in batches)
+
+
+@pytest.mark.parametrize("spec", ["tiny-gemma3", "tiny-hooked"])
+def test_row_scorer_equals_per_batch_scores(spec):
+    """Deferred unembedding (rows of many batches in shared chunks, any chunk size) gives the
+    per-batch ``scores_from_logits`` of ``logits_at``; ``evaluate`` equals per-batch scoring."""
+    model = tiny(spec)
+    fam = arithmetic_family("add", ks=[1, 7, 19])
+    ex = sample_family(fam, fam.tasks, 5, 2, seed=3, kind="t")
+    batches = make_batches(encode_examples(model, ex), 4)
+    assert len(batches) > 2  # rows of several batches share chunks
+    ref = {}
+    normed = {}
+    with torch.no_grad():
+        for i, b in enumerate(batches):
+            ref[i] = scores_from_logits(
+                model, model.logits_at(b.tokens, b.score_positions), b.answer_ids
+            )
+            normed[i] = model.normed_at(b.tokens, b.score_positions)
+    for chunk in (1, 3, 7, 10_000):
+        sc = RowScorer(model, chunk=chunk)
+        for i, b in enumerate(batches):
+            sc.add(i, normed[i], b.answer_ids)
+        got = sc.results()
+        assert set(got) == set(ref)
+        for i in ref:
+            for f in ("correct", "match", "terminated", "pred"):
+                assert torch.equal(getattr(got[i], f), getattr(ref[i], f)), (chunk, i, f)
+            for f in ("answer_logprob", "first_token_prob"):
+                torch.testing.assert_close(getattr(got[i], f), getattr(ref[i], f))
+    df = evaluate(model, ex, batch_size=4)
+    flat = {j: (i, r) for i, b in enumerate(batches) for r, j in enumerate(b.indices)}
+    for j in range(len(ex)):
+        i, r = flat[j]
+        assert bool(df["correct"][j]) == bool(ref[i].correct[r])
+        assert abs(df["answer_logprob"][j] - float(ref[i].answer_logprob[r])) < 1e-4
+    sc = RowScorer(model)
+    with pytest.raises(AddkError, match="score positions"):
+        sc.add(0, normed[0][:, :-1], batches[0].answer_ids)
+    sc.add(0, normed[0], batches[0].answer_ids)
+    with pytest.raises(AddkError, match="added twice"):
+        sc.add(0, normed[0], batches[0].answer_ids)
 
 
 def test_json_task_files(tmp_path):

@@ -10,6 +10,11 @@ every hook at its original absolute position). Also: summed answer log-probabili
 probability, and per task × shots accuracy tables with bootstrap confidence intervals.
 
 Cost: one forward per batch, logits at A+1 positions only (vs A+1 forwards for decoding).
+The unembedding of those rows is deferred (``RowScorer``): rows of many batches are unembedded
+together, ``row_chunk(d_vocab)`` rows per matrix product (256 on a 262k vocabulary), because
+a product with a few rows is bound by reading the [d_model, vocab] matrix from memory (on
+Gemma-3-270m, 24 rows reach 30 GFLOP/s, 256 rows 60+; ``benchmarks/bench_stages.py``). The
+scores do not depend on how rows are grouped.
 """
 
 from __future__ import annotations
@@ -63,19 +68,109 @@ class BatchScores:
     pred: Int[Tensor, "batch n"]
 
 
+def row_chunk(d_vocab: int) -> int:
+    """Rows unembedded per matrix product: ≈ 2²⁶ logits (256 MiB in fp32), 64..1024 rows."""
+    return max(64, min(1024, 2**26 // max(1, d_vocab)))
+
+
+def row_logprob_argmax(
+    logits: Float[Tensor, "n vocab"], targets: Int[Tensor, " n"]
+) -> tuple[Float[Tensor, " n"], Int[Tensor, " n"]]:
+    """(fp32 log p(target), argmax) per row; log p is NaN where ``targets`` < 0."""
+    logits = logits.float()
+    has = targets >= 0
+    lp = torch.log_softmax(logits, dim=-1).gather(-1, targets.clamp(min=0)[:, None]).squeeze(-1)
+    return torch.where(has, lp, torch.full_like(lp, float("nan"))), logits.argmax(-1)
+
+
+def _assemble(model, lp: Tensor, pred: Tensor, answer_ids: Tensor) -> BatchScores:
+    """BatchScores from per-position log p(answer) [b, A] and argmax [b, A+1]."""
+    a = answer_ids.shape[1]
+    match = (pred[:, :a] == answer_ids).all(-1)
+    terminated = ~continuation_mask(model)[pred[:, a]]
+    return BatchScores(match & terminated, match, terminated, lp.sum(-1), lp[:, 0].exp(), pred)
+
+
 def scores_from_logits(
     model, logits: Float[Tensor, "batch n vocab"], answer_ids: Int[Tensor, "batch answer"]
 ) -> BatchScores:
+    b, n, v = logits.shape
     a = answer_ids.shape[1]
-    logits = logits.float()
-    logp = torch.log_softmax(logits[:, :a], dim=-1)
-    ans_lp = logp.gather(-1, answer_ids.unsqueeze(-1)).squeeze(-1)
-    pred = logits.argmax(-1)
-    match = (pred[:, :a] == answer_ids).all(-1)
-    terminated = ~continuation_mask(model)[pred[:, a]]
-    return BatchScores(
-        match & terminated, match, terminated, ans_lp.sum(-1), ans_lp[:, 0].exp(), pred
-    )
+    tgt = torch.full((b, n), -1, dtype=torch.long)
+    tgt[:, :a] = answer_ids
+    lp, pred = row_logprob_argmax(logits.reshape(b * n, v), tgt.reshape(-1))
+    return _assemble(model, lp.reshape(b, n)[:, :a], pred.reshape(b, n), answer_ids)
+
+
+class RowScorer:
+    """Deferred teacher-forced scoring: final-normed rows of many batches, unembedded together.
+
+    ``add(key, normed, answer_ids)`` takes the final-normed residual at the A+1 score
+    positions of one batch ([b, A+1, d_model]); ``results()`` returns {key: BatchScores},
+    equal to ``scores_from_logits`` on that batch's logits. Rows are unembedded as soon as
+    ``row_chunk`` of them are pending (memory stays bounded).
+    """
+
+    def __init__(self, model, chunk: int | None = None):
+        self.model = model
+        self.chunk = chunk or row_chunk(model.info.d_vocab)
+        self._pending: list[tuple[object, Tensor, Tensor]] = []
+        self._n_pending = 0
+        self._rows: dict[object, tuple[list[Tensor], list[Tensor]]] = {}
+        self._answers: dict[object, Tensor] = {}
+
+    def add(
+        self, key, normed: Float[Tensor, "batch n d_model"], answer_ids: Int[Tensor, "batch answer"]
+    ) -> None:
+        b, n, _ = normed.shape
+        a = answer_ids.shape[1]
+        if n != a + 1 or answer_ids.shape[0] != b:
+            raise AddkError(f"expected {a + 1} score positions for {b} rows, got {n} of {b}")
+        if key in self._answers:
+            raise AddkError(f"batch key {key!r} added twice")
+        tgt = torch.full((b, n), -1, dtype=torch.long)
+        tgt[:, :a] = answer_ids
+        self._answers[key] = answer_ids
+        self._rows[key] = ([], [])
+        x = normed.detach().reshape(b * n, -1)
+        t = tgt.reshape(-1)
+        for s in range(0, b * n, self.chunk):
+            self._pending.append((key, x[s : s + self.chunk], t[s : s + self.chunk]))
+            self._n_pending += len(t[s : s + self.chunk])
+            if self._n_pending >= self.chunk:
+                self._flush()
+
+    def _flush(self) -> None:
+        if not self._pending:
+            return
+        x = torch.cat([p[1] for p in self._pending])
+        t = torch.cat([p[2] for p in self._pending])
+        with torch.no_grad():
+            for s in range(0, len(t), self.chunk):
+                logits = self.model.unembed(x[None, s : s + self.chunk])[0]
+                lp, pred = row_logprob_argmax(logits, t[s : s + self.chunk])
+                self._scatter(s, lp, pred)
+        self._pending, self._n_pending = [], 0
+
+    def _scatter(self, start: int, lp: Tensor, pred: Tensor) -> None:
+        """Hand the rows [start, start + len(lp)) of the pending list back to their keys."""
+        pos = 0
+        for key, xs, _ in self._pending:
+            lo, hi = max(pos, start), min(pos + len(xs), start + len(lp))
+            if lo < hi:
+                self._rows[key][0].append(lp[lo - start : hi - start])
+                self._rows[key][1].append(pred[lo - start : hi - start])
+            pos += len(xs)
+
+    def results(self) -> dict[object, BatchScores]:
+        self._flush()
+        out = {}
+        for key, ans in self._answers.items():
+            b, a = ans.shape
+            lp = torch.cat(self._rows[key][0]).reshape(b, a + 1)
+            pred = torch.cat(self._rows[key][1]).reshape(b, a + 1)
+            out[key] = _assemble(self.model, lp[:, :a], pred, ans)
+        return out
 
 
 def score_batch(model, batch: PromptBatch, fwd_hooks=()) -> BatchScores:
@@ -137,9 +232,16 @@ def evaluate(
         raise AddkError("no examples to evaluate")
     enc = encode_examples(model, examples, fmt, zero_shot=zero_shot)
     rows: list[dict | None] = [None] * len(examples)
-    for batch in tqdm(make_batches(enc, batch_size), desc=desc, disable=not verbose):
+    batches = list(make_batches(enc, batch_size))
+    scorer = RowScorer(model)
+    for bi, batch in enumerate(tqdm(batches, desc=desc, disable=not verbose)):
         hooks = hooks_fn(batch) if hooks_fn is not None else ()
-        sc = score_batch(model, batch, hooks)
+        with torch.no_grad():
+            normed = model.normed_at(batch.tokens, batch.score_positions, hooks)
+        scorer.add(bi, normed, batch.answer_ids)
+    scores = scorer.results()
+    for bi, batch in enumerate(batches):
+        sc = scores[bi]
         for j, i in enumerate(batch.indices):
             e = examples[i]
             rows[i] = {

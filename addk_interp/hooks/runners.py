@@ -23,7 +23,7 @@ from torch import Tensor
 
 from addk_interp.core.errors import AddkError
 from addk_interp.core.prompts import Encoded, encode_examples
-from addk_interp.core.scoring import continuation_mask, scores_from_logits
+from addk_interp.core.scoring import RowScorer, continuation_mask
 from addk_interp.core.tasks import Example
 from addk_interp.hooks.interventions import inject, resid_site
 from addk_interp.models.adapter import HookedModel
@@ -103,24 +103,42 @@ _SCORE_FIELDS = (
 
 @dataclass
 class AnswerLogits:
-    """Logits at every answer-predicting position of a mini-batch, flattened.
+    """The answer-predicting positions of a mini-batch, flattened, as final-normed rows.
 
-    ``logits[i]`` predicts ``targets[i]``, the answer token of batch row ``owner[i]``.
+    ``normed[i]`` predicts ``targets[i]``, the answer token of batch row ``owner[i]``. The loss
+    goes through ``HookedModel.answer_logprob`` (one pass over the unembedding, with gradient);
+    ``logits`` materializes the [n, vocab] logits (checks, tests).
     """
 
-    logits: Float[Tensor, "n vocab"]
-    targets: Int[Tensor, " n"]
-    owner: Int[Tensor, " n"]
-    batch: int
+    def __init__(self, model: HookedModel, normed: Tensor, targets: Tensor, owner: Tensor, batch: int):
+        self.model = model
+        self.normed = normed
+        self.targets = targets
+        self.owner = owner
+        self.batch = batch
+        self._scored: tuple[Tensor, Tensor, str] | None = None
+
+    @property
+    def logits(self) -> Float[Tensor, "n vocab"]:
+        return self.model.unembed(self.normed[None])[0]
+
+    def _score(self) -> tuple[Tensor, Tensor, str]:
+        if self._scored is None:
+            self._scored = self.model.answer_logprob(self.normed, self.targets)
+        return self._scored
+
+    @property
+    def path(self) -> str:
+        """``fused`` (one pass over the unembedding) or ``unembed``."""
+        return self._score()[2]
 
     def nll(self) -> Float[Tensor, ""]:
         """Σ over rows and answer tokens of −log p(target)."""
-        logp = torch.log_softmax(self.logits.float(), dim=-1)
-        return -logp.gather(-1, self.targets[:, None]).sum()
+        return -self._score()[0].sum()
 
     def match(self) -> Bool[Tensor, " batch"]:
         """Per row: the argmax equals the answer at every answer position (no terminator)."""
-        wrong = (self.logits.detach().argmax(-1) != self.targets).float()
+        wrong = (self._score()[1] != self.targets).float()
         return torch.zeros(self.batch).index_add_(0, self.owner, wrong) == 0
 
 
@@ -237,13 +255,26 @@ class PromptRunner:
     ) -> Float[Tensor, "batch n vocab"]:
         """Logits at ``n_pos`` positions from the query for ``group`` rows, with ``fwd_hooks``
         (absolute positions; hooks must sit in blocks ≥ ``start``); keeps gradients."""
+        return self.model.unembed(self.normed(group, rows, n_pos, start, fwd_hooks, _path=_path))
+
+    def normed(
+        self,
+        group: PromptGroup,
+        rows: Int[Tensor, " batch"],
+        n_pos: int,
+        start: int,
+        fwd_hooks=(),
+        *,
+        _path: str | None = None,
+    ) -> Float[Tensor, "batch n d_model"]:
+        """The final norm's output at the positions of ``logits`` (its unembedding input)."""
         pos = group.positions(n_pos)
         need = group.prompt_len - 1 + n_pos
         if (_path or self.path) == "upper":
             if start not in group.cache:
                 raise AddkError(f"block {start} input is not cached (cached: {self.layers})")
-            return self.upper.logits(group.cache[start][rows, :need], start, pos, fwd_hooks)
-        return self.model.logits_at(group.tokens[rows, :need], pos, fwd_hooks)
+            return self.upper.normed_at(group.cache[start][rows, :need], start, pos, fwd_hooks)
+        return self.model.normed_at(group.tokens[rows, :need], pos, fwd_hooks)
 
     def score(
         self,
@@ -265,6 +296,15 @@ class PromptRunner:
         n_ex = len(self.examples)
         bs = batch_size or self.batch_size
         out = {k: np.zeros((n_variants, n_ex), dtype=dt) for k, dt in _SCORE_FIELDS}
+        scorer = RowScorer(self.model)  # rows of every chunk unembedded together
+        where: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+        def put(key: int, res) -> None:
+            v, e = where[key]
+            for k, _ in _SCORE_FIELDS:
+                val = getattr(res, k) if not isinstance(res, dict) else res[k]
+                out[k][v, e] = (val.double() if val.is_floating_point() else val).numpy()
+
         with torch.no_grad():
             for g in self.groups:
                 n = len(g)
@@ -273,22 +313,15 @@ class PromptRunner:
                 for s in range(0, n * n_variants, bs):
                     var, rows = var_all[s : s + bs], row_all[s : s + bs]
                     hooks = hooks_fn(g, rows, var)
+                    key = len(where)
+                    where[key] = (var.numpy(), g.indices[rows].numpy())
                     if logprob or self.path != "upper":
-                        logits = self.logits(g, rows, g.answer_len + 1, start, hooks)
-                        sc = scores_from_logits(self.model, logits, g.answer_ids[rows])
-                        res = {
-                            "correct": sc.correct,
-                            "match": sc.match,
-                            "terminated": sc.terminated,
-                            "answer_logprob": sc.answer_logprob,
-                            "first_token_prob": sc.first_token_prob,
-                        }
+                        x = self.normed(g, rows, g.answer_len + 1, start, hooks)
+                        scorer.add(key, x, g.answer_ids[rows])
                     else:
-                        res = self._progressive(g, rows, start, hooks)
-                    v, e = var.numpy(), g.indices[rows].numpy()
-                    for k, _ in _SCORE_FIELDS:
-                        val = res[k]
-                        out[k][v, e] = (val.double() if val.is_floating_point() else val).numpy()
+                        put(key, self._progressive(g, rows, start, hooks))
+            for key, sc in scorer.results().items():
+                put(key, sc)
         return InjectedScores(**out)
 
     def _progressive(self, g: PromptGroup, rows: Tensor, start: int, hooks) -> dict[str, Tensor]:
@@ -505,7 +538,9 @@ class InjectionRunner(PromptRunner):
         add = _AddAtRows(q, vectors)
         out = self.upper.final_resid(hidden, self.layer, [(self.site_name, add)])
         targets, owner, j = self._targets(gi, ri, alen, npos)
-        return AnswerLogits(self.upper.unembed(out[owner, q[owner] + j]), targets, owner, b)
+        return AnswerLogits(
+            self.model, self.upper.normed(out[owner, q[owner] + j]), targets, owner, b
+        )
 
     def _answer_logits_full(self, items: Tensor, vectors: Tensor, extra: int = 0) -> AnswerLogits:
         gi, ri, plen, alen, npos = self._layout(items, extra)
@@ -517,11 +552,11 @@ class InjectionRunner(PromptRunner):
             grp = self.groups[g]
             k = grp.answer_len + extra
             hooks = inject(self.model, vectors[sel], grp.query_pos, self.layer, self.site)
-            lg = self.model.logits_at(grp.tokens[ri[sel]], grp.positions(k), hooks)
-            parts.append(lg.reshape(len(sel) * k, -1))
+            x = self.model.normed_at(grp.tokens[ri[sel]], grp.positions(k), hooks)
+            parts.append(x.reshape(len(sel) * k, -1))
             where.append((start[sel][:, None] + torch.arange(k)).reshape(-1))
         order = torch.argsort(torch.cat(where))
-        return AnswerLogits(torch.cat(parts)[order], targets, owner, len(items))
+        return AnswerLogits(self.model, torch.cat(parts)[order], targets, owner, len(items))
 
     def score_vectors(
         self,

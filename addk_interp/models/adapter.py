@@ -24,6 +24,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from addk_interp.core.errors import AddkError
+from addk_interp.models.vocab import answer_logprob
 
 
 class _StopForward(Exception):
@@ -107,6 +108,7 @@ class HookedModel:
         self.prepend_bos = prepend_bos
         # optional text validator run on every prompt before tokenization (raises AddkError)
         self.text_check: Callable[[str], None] | None = None
+        self._fused_ok: bool | None = None  # answer_logprob's one-pass path checked here
         cfg = model.cfg
         n_kv = getattr(cfg, "n_key_value_heads", None) or cfg.n_heads
         self._post_norm = backend == "bridge" and hasattr(model.blocks[0], "ln1_post")
@@ -380,6 +382,39 @@ class HookedModel:
     def unembed(self, resid: Float[Tensor, "batch n d_model"]) -> Float[Tensor, "batch n vocab"]:
         return self.softcap(self.model.unembed(resid))
 
+    def answer_logprob(
+        self, normed: Float[Tensor, "n d_model"], targets: Int[Tensor, " n"]
+    ) -> tuple[Float[Tensor, " n"], Int[Tensor, " n"], str]:
+        """(fp32 log p(target), argmax, path) per row of final-normed ``normed``, differentiable
+        in ``normed``. Path ``fused``: one pass over the unembedding (``models.vocab``), used
+        once it has matched ``log_softmax(unembed(·))`` on this model (checked on the first
+        call's rows, up to 1e-4 relative); else ``unembed`` (plain autograd)."""
+        ok = self._fused_ok
+        if ok is None:
+            ok = self._fused_ok = self._check_fused(normed.detach()[:4], targets[:4])
+        if ok:
+            w = self.model.W_U
+            b = getattr(self.model, "b_U", None)
+            lp, arg = answer_logprob(normed, w, b, targets, self.logit_softcap)
+            return lp, arg, "fused"
+        logits = self.unembed(normed[None])[0].float()
+        lp = torch.log_softmax(logits, dim=-1).gather(-1, targets[:, None]).squeeze(-1)
+        return lp, logits.detach().argmax(-1), "unembed"
+
+    def _check_fused(self, x: Tensor, t: Tensor) -> bool:
+        try:
+            with torch.no_grad():
+                ref = torch.log_softmax(self.unembed(x[None])[0].float(), dim=-1)
+                ref_lp = ref.gather(-1, t[:, None]).squeeze(-1)
+                w, b = self.model.W_U, getattr(self.model, "b_U", None)
+                lp, arg = answer_logprob(x, w, b, t, self.logit_softcap)
+        except Exception:  # an unembedding this path cannot read: use the plain one
+            return False
+        scale = max(1.0, float(ref_lp.abs().max()))
+        return bool(
+            float((lp - ref_lp).abs().max()) <= 1e-4 * scale and torch.equal(arg, ref.argmax(-1))
+        )
+
     def logits_at(
         self,
         tokens: Int[Tensor, "batch pos"],
@@ -387,6 +422,16 @@ class HookedModel:
         fwd_hooks: Sequence[tuple[str, Callable]] = (),
     ) -> Float[Tensor, "batch n vocab"]:
         """Logits at chosen positions only: stop at the final norm, unembed selected rows."""
+        return self.unembed(self.normed_at(tokens, positions, fwd_hooks))
+
+    def normed_at(
+        self,
+        tokens: Int[Tensor, "batch pos"],
+        positions: Int[Tensor, "batch n"] | Sequence[int],
+        fwd_hooks: Sequence[tuple[str, Callable]] = (),
+    ) -> Float[Tensor, "batch n d_model"]:
+        """The final norm's output at chosen positions (the forward stops there); ``unembed``
+        of it is ``logits_at``."""
         captured: dict[str, Tensor] = {}
 
         def grab(_mod, _inp, out):
@@ -412,8 +457,7 @@ class HookedModel:
         pos = torch.as_tensor(positions, dtype=torch.long, device=x.device)
         if pos.ndim == 1:
             pos = pos.unsqueeze(0).expand(x.shape[0], -1)
-        sel = torch.gather(x, 1, pos.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
-        return self.unembed(sel)
+        return torch.gather(x, 1, pos.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
 
     def full_logits(
         self, tokens: Int[Tensor, "batch pos"], fwd_hooks: Sequence[tuple[str, Callable]] = ()

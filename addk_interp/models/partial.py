@@ -117,10 +117,13 @@ class UpperForward:
                 h = final_hidden(out)
         return h
 
+    def normed(self, x: Float[Tensor, "n d_model"]) -> Float[Tensor, "n d_model"]:
+        """The final norm of selected residual rows (the unembedding's input)."""
+        return final_hidden(self.model.final_norm()(x[None]))[0]
+
     def unembed(self, x: Float[Tensor, "n d_model"]) -> Float[Tensor, "n vocab"]:
         """Final norm + unembedding of selected residual rows."""
-        x = final_hidden(self.model.final_norm()(x[None]))
-        return self.model.unembed(x)[0]
+        return self.model.unembed(self.normed(x)[None])[0]
 
     def logits(
         self,
@@ -130,7 +133,18 @@ class UpperForward:
         fwd_hooks=(),
     ) -> Float[Tensor, "batch n vocab"]:
         """Logits at ``positions`` (the same for every row) from the input of block ``start``."""
+        x = self.normed_at(hidden, start, positions, fwd_hooks)
+        return self.model.unembed(x)
+
+    def normed_at(
+        self,
+        hidden: Float[Tensor, "batch pos d_model"],
+        start: int,
+        positions: Sequence[int],
+        fwd_hooks=(),
+    ) -> Float[Tensor, "batch n d_model"]:
+        """The final norm's output at ``positions`` from the input of block ``start``."""
         h = self.final_resid(hidden, start, fwd_hooks)
         b, n = h.shape[0], len(positions)
         sel = h[:, list(positions)].reshape(b * n, -1)
-        return self.unembed(sel).reshape(b, n, -1)
+        return self.normed(sel).reshape(b, n, -1)

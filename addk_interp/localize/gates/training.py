@@ -202,11 +202,13 @@ class GateProblem:
             sel = (gi == g).nonzero().squeeze(1)
             grp = self.groups[g]
             hooks = self.mask_hooks(param, grp, ri[sel])
-            lg = r.logits(grp, ri[sel], grp.answer_len, 0, hooks)
-            parts.append(lg.reshape(-1, lg.shape[-1]))
+            x = r.normed(grp, ri[sel], grp.answer_len, 0, hooks)
+            parts.append(x.reshape(-1, x.shape[-1]))
             targets.append(grp.answer_ids[ri[sel]].reshape(-1))
             owner.append(sel.repeat_interleave(grp.answer_len))
-        return AnswerLogits(torch.cat(parts), torch.cat(targets), torch.cat(owner), len(items))
+        return AnswerLogits(
+            self.model, torch.cat(parts), torch.cat(targets), torch.cat(owner), len(items)
+        )
 
 
 def init_param(config: GateConfig, shape: tuple[int, int]) -> Tensor:
