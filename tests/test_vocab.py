@@ -54,7 +54,7 @@ def test_model_path_is_fused_and_equals_unembed(spec):
     """On every tiny family (Gemma-2: soft-capped logits) the adapter takes the one-pass path
     and its value and gradient equal log_softmax(unembed(x)) through autograd."""
     model = tiny(spec)
-    model._fused_ok = None
+    model._weights_ok = None
     g = torch.Generator().manual_seed(0)
     x = torch.randn(6, model.info.d_model, generator=g)
     t = torch.randint(0, model.info.d_vocab, (6,), generator=g)
@@ -73,10 +73,21 @@ def test_model_path_is_fused_and_equals_unembed(spec):
     assert torch.equal(arg, logits.argmax(-1))
 
 
+@pytest.mark.parametrize("spec", ["tiny-gemma2", "tiny-gpt2", "tiny-hooked"])
+def test_unembed_columns_equal_the_unembedding(spec):
+    model = tiny(spec)
+    x = torch.randn(5, model.info.d_model, generator=torch.Generator().manual_seed(1))
+    cols = torch.tensor([0, 3, model.info.d_vocab - 1])
+    with torch.no_grad():
+        got = model.unembed_columns(x, cols)
+        ref = model.unembed(x[None])[0][:, cols]
+    torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5)
+
+
 def test_model_falls_back_when_the_weights_disagree(monkeypatch):
     """A one-pass result that does not match the real unembedding is never used."""
     model = tiny("tiny-llama")
-    model._fused_ok = None
+    model._weights_ok = None
     import addk_interp.models.adapter as adapter
 
     def wrong(x, w, b, t, cap, block=None):
@@ -87,7 +98,7 @@ def test_model_falls_back_when_the_weights_disagree(monkeypatch):
     x = torch.randn(3, model.info.d_model)
     t = torch.tensor([1, 2, 3])
     lp, _, path = model.answer_logprob(x, t)
-    assert path == "unembed"
+    assert path == "unembed" and model.unembed_columns(x, t) is None
     ref = torch.log_softmax(model.unembed(x[None])[0].float(), -1).gather(-1, t[:, None])
     torch.testing.assert_close(lp, ref.squeeze(-1))
-    model._fused_ok = None
+    model._weights_ok = None

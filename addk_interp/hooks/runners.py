@@ -4,9 +4,13 @@ residual stream at a layer (``InjectionRunner``): the forward engine shared by g
 the recovery scan, head sets, AIE and projection tests.
 
 Each runner prefers the partial forward (``models.partial.UpperForward``: cached lower-layer
-block inputs, only the upper blocks re-run) and checks on its first group that it equals the full
-hooked forward (relative tolerance ``CHECK_RTOL``), else falls back to full forwards. Cost per
-scored batch: the upper blocks (or a full forward) over prompt + answer tokens.
+block inputs, only the upper blocks re-run) and checks on its shortest and longest group that
+it equals the full hooked forward (the final-normed residual at the scored positions, i.e. the
+unembedding's input, to relative tolerance ``CHECK_RTOL``), else falls back to full forwards.
+Cost per scored batch: the upper blocks (or a full forward) over prompt + answer tokens; the
+unembedding of the scored rows of all batches is deferred and shared (``RowScorer``;
+exact-match scans: ``_progressive``), since a product with few rows is bound by reading the
+unembedding matrix.
 """
 
 from __future__ import annotations
@@ -23,11 +27,11 @@ from torch import Tensor
 
 from addk_interp.core.errors import AddkError
 from addk_interp.core.prompts import Encoded, encode_examples
-from addk_interp.core.scoring import RowScorer, continuation_mask
+from addk_interp.core.scoring import RowScorer, continuation_mask, row_chunk
 from addk_interp.core.tasks import Example
 from addk_interp.hooks.interventions import inject, resid_site
 from addk_interp.models.adapter import HookedModel
-from addk_interp.models.partial import UpperForward, final_hidden
+from addk_interp.models.partial import UpperForward
 
 FORWARD_PATHS = ("auto", "upper", "full")
 CHECK_RTOL = 1e-4
@@ -188,7 +192,6 @@ class PromptRunner:
         self.upper = UpperForward(model)
         self.check: dict[str, Any] = {}
         self._cands: Tensor | None = None
-        self._cand_ok: bool | None = None
         self.path = "full"
         if path != "full":
             ok, info = self._enable_upper()
@@ -232,14 +235,13 @@ class PromptRunner:
                 rows = torch.arange(min(2, len(g)))
                 vec = self._test_vectors(len(rows))
                 hooks = inject(self.model, vec, g.query_pos, layer, "resid_mid")
-                pos = g.positions(g.answer_len + 1)
-                full = self.model.logits_at(g.tokens[rows], pos, hooks)
-                up = self.logits(g, rows, g.answer_len + 1, layer, hooks, _path="upper")
+                full = self.normed(g, rows, g.answer_len + 1, layer, hooks, _path="full")
+                up = self.normed(g, rows, g.answer_len + 1, layer, hooks, _path="upper")
                 worst = max(worst, float((full.float() - up.float()).abs().max()))
                 scale = max(scale, float(full.float().abs().max()))
         info = {"max_abs_diff": worst, "scale": scale, "rtol": CHECK_RTOL}
         if not worst <= CHECK_RTOL * scale:
-            info["reason"] = "upper-layer logits differ from the full forward"
+            info["reason"] = "upper-layer final-normed residuals differ from the full forward"
             return False, info
         return True, info
 
@@ -297,6 +299,7 @@ class PromptRunner:
         bs = batch_size or self.batch_size
         out = {k: np.zeros((n_variants, n_ex), dtype=dt) for k, dt in _SCORE_FIELDS}
         scorer = RowScorer(self.model)  # rows of every chunk unembedded together
+        progressive: list[tuple[int, Tensor, Tensor]] = []
         where: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
         def put(key: int, res) -> None:
@@ -319,82 +322,106 @@ class PromptRunner:
                         x = self.normed(g, rows, g.answer_len + 1, start, hooks)
                         scorer.add(key, x, g.answer_ids[rows])
                     else:
-                        put(key, self._progressive(g, rows, start, hooks))
+                        x = self._normed_rows(g, rows, start, hooks)
+                        progressive.append((key, x, g.answer_ids[rows]))
             for key, sc in scorer.results().items():
                 put(key, sc)
+            for key, res in self._progressive(progressive).items():
+                put(key, res)
         return InjectedScores(**out)
 
-    def _progressive(self, g: PromptGroup, rows: Tensor, start: int, hooks) -> dict[str, Tensor]:
+    def _normed_rows(self, g: PromptGroup, rows: Tensor, start: int, hooks) -> Tensor:
+        """Final-normed residual at the A+1 score positions (upper-layer path)."""
+        need = g.prompt_len + g.answer_len
+        h = self.upper.final_resid(g.cache[start][rows, :need], start, hooks)
+        h = h[:, g.query_pos : g.query_pos + g.answer_len + 1]
+        b, n, d = h.shape
+        return self.upper.normed(h.reshape(b * n, d)).reshape(b, n, d)
+
+    def _progressive(self, items: list[tuple[int, Tensor, Tensor]]) -> dict[int, dict]:
         """Exact-match scoring without full logits where they cannot matter.
 
-        Answer position j is looked at only for rows whose positions < j matched; there, the
-        logits of a small candidate set (every answer token of this runner plus the argmax
-        tokens seen so far) are computed first, and a row whose answer token is beaten by a
-        candidate (argmax order: larger logit, then lower id) is wrong without the full
-        unembedding. Only the remaining rows are unembedded in full (exact argmax), and the
-        terminator only for complete matches.
+        ``items``: (key, final-normed rows at the A+1 score positions [b, A+1, d], answers
+        [b, A]) of every chunk. Answer position j is looked at only for rows whose positions
+        < j matched; there, the logits of a small candidate set (every answer token of this
+        runner plus the argmax tokens seen so far) are computed first, and a row whose answer
+        token is beaten by a candidate (argmax order: larger logit, then lower id) is wrong
+        without the full unembedding. The remaining rows of all chunks are unembedded together
+        (``row_chunk`` rows per product; exact argmax), and the terminator only for complete
+        matches.
         """
-        a = g.answer_len
-        need = g.prompt_len + a
-        h = self.upper.final_resid(g.cache[start][rows, :need], start, hooks)
-        h = h[:, g.query_pos : g.query_pos + a + 1]
-        ans = g.answer_ids[rows]
-        b = len(rows)
-        alive = torch.arange(b)
-        for j in range(a):
-            if not len(alive):
-                break
-            x = h[alive, j]
-            keep = self._not_beaten(x, ans[alive, j])
-            alive, x = alive[keep], x[keep]
-            if len(alive):
-                pred = self.upper.unembed(x).argmax(-1)
+        if not items:
+            return {}
+        a_max = max(ans.shape[1] for _, _, ans in items)
+        rows_x = torch.cat(
+            [torch.nn.functional.pad(x, (0, 0, 0, a_max + 1 - x.shape[1])) for _, x, _ in items]
+        )  # [R, a_max + 1, d]
+        ans = torch.cat(
+            [torch.nn.functional.pad(t, (0, a_max - t.shape[1]), value=-1) for _, _, t in items]
+        )
+        alen = torch.cat([torch.full((len(t),), t.shape[1]) for _, _, t in items])
+        n_rows = len(alen)
+        alive = torch.arange(n_rows)
+        for j in range(a_max):
+            here = alive[alen[alive] > j]
+            if not len(here):
+                continue
+            keep = self._not_beaten(rows_x[here, j], ans[here, j])
+            wrong = here[~keep]
+            here = here[keep]
+            if len(here):
+                pred = self._argmax(rows_x[here, j])
                 self._add_candidates(pred)
-                alive = alive[pred == ans[alive, j]]
-        match = torch.zeros(b, dtype=torch.bool)
+                wrong = torch.cat([wrong, here[pred != ans[here, j]]])
+            alive = alive[~torch.isin(alive, wrong)]
+        match = torch.zeros(n_rows, dtype=torch.bool)
         match[alive] = True
-        terminated = torch.zeros(b, dtype=torch.bool)
+        terminated = torch.zeros(n_rows, dtype=torch.bool)
         if len(alive):
-            pred = self.upper.unembed(h[alive, a]).argmax(-1)
+            pred = self._argmax(rows_x[alive, alen[alive]])
             self._add_candidates(pred)
             terminated[alive] = ~continuation_mask(self.model)[pred]
-        nan = torch.full((b,), float("nan"))
-        return {
-            "correct": match & terminated,
-            "match": match,
-            "terminated": terminated,
-            "answer_logprob": nan,
-            "first_token_prob": nan,
-        }
+        out, s = {}, 0
+        for key, _, t in items:
+            b = len(t)
+            nan = torch.full((b,), float("nan"))
+            m, te = match[s : s + b], terminated[s : s + b]
+            out[key] = {
+                "correct": m & te,
+                "match": m,
+                "terminated": te,
+                "answer_logprob": nan,
+                "first_token_prob": nan,
+            }
+            s += b
+        return out
+
+    def _argmax(self, normed: Float[Tensor, "n d_model"]) -> Int[Tensor, " n"]:
+        """Argmax token of final-normed rows, ``row_chunk`` rows per unembedding product."""
+        step = row_chunk(self.model.info.d_vocab)
+        return torch.cat(
+            [
+                self.model.unembed(normed[None, s : s + step])[0].argmax(-1)
+                for s in range(0, len(normed), step)
+            ]
+        )
 
     # ------------------------------------------------------------------ candidate logits
     def _add_candidates(self, ids: Tensor) -> None:
         if self._cands is not None:
             self._cands = torch.unique(torch.cat([self._cands, ids.reshape(-1)]))
 
-    def _not_beaten(self, x: Float[Tensor, "n d_model"], answer: Int[Tensor, " n"]) -> Tensor:
-        """False where a candidate token beats ``answer`` in argmax order (row surely wrong)."""
+    def _not_beaten(self, xn: Float[Tensor, "n d_model"], answer: Int[Tensor, " n"]) -> Tensor:
+        """False where a candidate token beats ``answer`` in argmax order (row surely wrong);
+        ``xn``: final-normed rows. All True where the model's explicit unembedding weights do
+        not reproduce its unembedding (``HookedModel.unembed_columns``)."""
         keep = torch.ones(len(answer), dtype=torch.bool)
         if self._cands is None:
             self._cands = torch.unique(torch.cat([g.answer_ids.reshape(-1) for g in self.groups]))
-        if self._cand_ok is False:
-            return keep
         cand = self._cands
-        xn = final_hidden(self.model.final_norm()(x[None]))[0]
-        w = self.model.model.W_U
-        lg = xn @ w[:, cand].to(xn.dtype)
-        b_u = getattr(self.model.model, "b_U", None)
-        if b_u is not None:
-            lg = lg + b_u[cand].to(lg.dtype)
-        lg = self.model.softcap(lg)
-        if self._cand_ok is None:  # verify once against the real unembedding
-            ref = self.upper.unembed(x[:4])[:, cand]
-            diff = float((ref.float() - lg[:4].float()).abs().max())
-            scale = max(1.0, float(ref.float().abs().max()))
-            self._cand_ok = diff <= CHECK_RTOL * scale
-            self.check["candidate_logits_max_abs_diff"] = diff
-            if not self._cand_ok:
-                return keep
+        lg = self.model.unembed_columns(xn, cand)
+        if lg is None:
+            return keep
         lg = lg.float()
         pos = torch.searchsorted(cand, answer)
         a_logit = lg.gather(1, pos[:, None])
@@ -480,11 +507,11 @@ class InjectionRunner(PromptRunner):
         vec = self._test_vectors(len(items))
         ref = self._answer_logits_full(items, vec, extra=1)
         got = self._answer_logits_upper(items, vec, extra=1)
-        padded = float((ref.logits - got.logits).abs().max())
+        padded = float((ref.normed - got.normed).abs().max())
         same = torch.equal(ref.targets, got.targets) and torch.equal(ref.owner, got.owner)
         info["max_abs_diff_padded"] = padded
         if not (same and padded <= CHECK_RTOL * info["scale"]):
-            info["reason"] = "right-padded upper-layer logits differ from the full forward"
+            info["reason"] = "right-padded upper-layer residuals differ from the full forward"
             return False, info
         return True, info
 

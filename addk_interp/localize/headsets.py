@@ -256,35 +256,53 @@ def recovery_scan(
     elif len(clean) != len(examples):
         raise AddkError(f"clean has {len(clean)} rows for {len(examples)} examples")
     clean_ok = clean["correct"].to_numpy().astype(bool)
-    full = runner.score_vectors(headset_vectors(means, examples, heads), logprob=False).correct[0]
-    mean_fv = runner.score_vectors(base.expand(len(examples), -1), logprob=False).correct[0]
     c_grid = list(range(c_max + 1))
     cs = torch.tensor(c_grid, dtype=torch.float32)
+    n_c = len(c_grid)
+    full_vec = headset_vectors(means, examples, heads)
+    own = torch.stack([_per_example(means, examples, h) for h in heads])  # [head, ex, d]
+    others = torch.stack([base - bar[la, hh] for la, hh in heads])  # [head, d]
     outcomes: dict[Head, np.ndarray] = {}
     mean_lp: dict[str, list[float]] = {}
-    for head in tqdm(heads, desc="recovery scan", disable=not verbose):
-        own = _per_example(means, examples, head)
-        others = base - bar[head[0], head[1]]
 
-        def make(cvals: Tensor, own=own, others=others):
-            def hooks_fn(g, rows, var):
-                v = cvals[var][:, None] * own[g.indices[rows]] + others
-                return inject(model, v, g.query_pos, layer, "resid_mid")
+    def vectors(ex: Tensor, var: Tensor) -> Tensor:
+        """Variant 0: every selected head's own mean (full); 1: h̄ over them (mean FV);
+        2 + i·C + j: head i at c_j, the others at h̄."""
+        v = torch.empty(len(ex), base.shape[-1])
+        v[var == 0] = full_vec[ex[var == 0]].to(v.dtype)
+        v[var == 1] = base.to(v.dtype)
+        sel = var >= 2
+        if sel.any():
+            hi, ci = (var[sel] - 2) // n_c, (var[sel] - 2) % n_c
+            v[sel] = cs[ci][:, None] * own[hi, ex[sel]] + others[hi]
+        return v
 
-            return hooks_fn
+    def hooks_fn(g, rows, var):
+        return inject(model, vectors(g.indices[rows], var), g.query_pos, layer, "resid_mid")
 
-        if stack_c:
-            sc = runner.score(make(cs), layer, len(c_grid), logprob=logprob)
-            correct, lp = sc.correct, sc.answer_logprob
-        else:
-            parts = [
-                runner.score(make(cs[i : i + 1]), layer, 1, logprob=logprob) for i in range(len(cs))
-            ]
-            correct = np.concatenate([p.correct for p in parts])
-            lp = np.concatenate([p.answer_logprob for p in parts])
-        outcomes[head] = correct
-        if logprob:
-            mean_lp[head_str(head)] = lp.mean(axis=1).tolist()
+    if stack_c:  # the baselines and every (head, c) in one pass: one shared unembedding
+        sc = runner.score(hooks_fn, layer, 2 + len(heads) * n_c, logprob=logprob)
+        full, mean_fv = sc.correct[0], sc.correct[1]
+        for i, head in enumerate(heads):
+            outcomes[head] = sc.correct[2 + i * n_c : 2 + (i + 1) * n_c]
+            if logprob:
+                lp = sc.answer_logprob[2 + i * n_c : 2 + (i + 1) * n_c]
+                mean_lp[head_str(head)] = lp.mean(axis=1).tolist()
+    else:  # one variant at a time (same outcomes, slower)
+
+        def one(k: int):
+            def fn(g, rows, var):
+                return hooks_fn(g, rows, torch.full_like(var, k))
+
+            return runner.score(fn, layer, 1, logprob=logprob)
+
+        full, mean_fv = one(0).correct[0], one(1).correct[0]
+        for i, head in enumerate(tqdm(heads, desc="recovery scan", disable=not verbose)):
+            parts = [one(2 + i * n_c + j) for j in range(n_c)]
+            outcomes[head] = np.concatenate([p.correct for p in parts])
+            if logprob:
+                lp = np.concatenate([p.answer_logprob for p in parts])
+                mean_lp[head_str(head)] = lp.mean(axis=1).tolist()
     meta = {
         "protocol": "corrected: train tasks, zero-shot FV at the query position, h̄ train-only",
         "model_fingerprint": model.info.fingerprint,

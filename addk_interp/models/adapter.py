@@ -108,7 +108,7 @@ class HookedModel:
         self.prepend_bos = prepend_bos
         # optional text validator run on every prompt before tokenization (raises AddkError)
         self.text_check: Callable[[str], None] | None = None
-        self._fused_ok: bool | None = None  # answer_logprob's one-pass path checked here
+        self._weights_ok: bool | None = None  # weights_reproduce_unembed, checked once
         cfg = model.cfg
         n_kv = getattr(cfg, "n_key_value_heads", None) or cfg.n_heads
         self._post_norm = backend == "bridge" and hasattr(model.blocks[0], "ln1_post")
@@ -386,13 +386,9 @@ class HookedModel:
         self, normed: Float[Tensor, "n d_model"], targets: Int[Tensor, " n"]
     ) -> tuple[Float[Tensor, " n"], Int[Tensor, " n"], str]:
         """(fp32 log p(target), argmax, path) per row of final-normed ``normed``, differentiable
-        in ``normed``. Path ``fused``: one pass over the unembedding (``models.vocab``), used
-        once it has matched ``log_softmax(unembed(·))`` on this model (checked on the first
-        call's rows, up to 1e-4 relative); else ``unembed`` (plain autograd)."""
-        ok = self._fused_ok
-        if ok is None:
-            ok = self._fused_ok = self._check_fused(normed.detach()[:4], targets[:4])
-        if ok:
+        in ``normed``. Path ``fused``: one pass over the unembedding (``models.vocab``) from the
+        explicit weights, once ``weights_reproduce_unembed``; else ``unembed`` (autograd)."""
+        if self.weights_reproduce_unembed():
             w = self.model.W_U
             b = getattr(self.model, "b_U", None)
             lp, arg = answer_logprob(normed, w, b, targets, self.logit_softcap)
@@ -401,18 +397,46 @@ class HookedModel:
         lp = torch.log_softmax(logits, dim=-1).gather(-1, targets[:, None]).squeeze(-1)
         return lp, logits.detach().argmax(-1), "unembed"
 
-    def _check_fused(self, x: Tensor, t: Tensor) -> bool:
+    def unembed_columns(
+        self, normed: Float[Tensor, "n d_model"], columns: Int[Tensor, " k"]
+    ) -> Float[Tensor, "n k"] | None:
+        """Logits of the tokens ``columns`` only (x·W_U[:, cols] + b_U[cols], soft-capped), or
+        None where the explicit weights do not reproduce ``unembed``."""
+        if not self.weights_reproduce_unembed():
+            return None
+        lg = normed @ self.model.W_U[:, columns].to(normed.dtype)
+        b = getattr(self.model, "b_U", None)
+        if b is not None:
+            lg = lg + b[columns].to(lg.dtype)
+        return self.softcap(lg)
+
+    def weights_reproduce_unembed(self) -> bool:
+        """Whether ``x·W_U + b_U`` (soft-capped) equals ``unembed(x)`` on this model, checked
+        once on 4 seeded random rows (≤ 1e-4 relative, and the one-pass log-probabilities
+        likewise); the explicit-weight paths are used only then."""
+        if self._weights_ok is None:
+            self._weights_ok = self._check_weights()
+        return self._weights_ok
+
+    def _check_weights(self) -> bool:
+        p = next(self.model.parameters())
+        g = torch.Generator().manual_seed(0)
+        x = torch.randn(4, self.info.d_model, generator=g).to(p.device, p.dtype)
+        t = torch.arange(4, device=p.device) * (self.info.d_vocab // 4)
         try:
             with torch.no_grad():
-                ref = torch.log_softmax(self.unembed(x[None])[0].float(), dim=-1)
-                ref_lp = ref.gather(-1, t[:, None]).squeeze(-1)
+                ref = self.unembed(x[None])[0].float()
                 w, b = self.model.W_U, getattr(self.model, "b_U", None)
-                lp, arg = answer_logprob(x, w, b, t, self.logit_softcap)
-        except Exception:  # an unembedding this path cannot read: use the plain one
+                mine = x @ w.to(x.dtype) + (0 if b is None else b.to(x.dtype))
+                mine = self.softcap(mine).float()
+                lp, _ = answer_logprob(x, w, b, t, self.logit_softcap)
+        except Exception:  # weights this path cannot read: use the plain unembedding
             return False
-        scale = max(1.0, float(ref_lp.abs().max()))
+        ref_lp = torch.log_softmax(ref, -1).gather(-1, t[:, None]).squeeze(-1)
+        scale = max(1.0, float(ref.abs().max()))
         return bool(
-            float((lp - ref_lp).abs().max()) <= 1e-4 * scale and torch.equal(arg, ref.argmax(-1))
+            float((mine - ref).abs().max()) <= 1e-4 * scale
+            and float((lp - ref_lp).abs().max()) <= 1e-4 * scale
         )
 
     def logits_at(
