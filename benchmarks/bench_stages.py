@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import original as orig
 import torch
-from bench_peak import matmul_peak_gflops
+from bench_peak import matmul_peak_gflops, memory_bandwidth_gbs, unembed_roofline
 from common import machine_info, now
 from flops import FlopCounter, non_embedding_params
 
@@ -753,6 +753,24 @@ def main() -> int:
         )
 
     # ------------------------------------------------------------------ report
+    # the memory side: streaming bandwidth and the unembedding product's rate vs rows, at this
+    # model's shape and at the mean rows per product the stages above used
+    bandwidth = memory_bandwidth_gbs(threads=args.threads)
+    used = set()
+    for r in bench.rows:
+        fl = r["ours_flops_detail"]
+        for rows_k, calls_k in (("unembed_rows", "unembed_calls"), ("fused_rows", "fused_calls")):
+            if fl.get(calls_k):
+                used.add(max(1, round(fl[rows_k] / fl[calls_k])))
+    roof_rows = sorted({1, 8, 32, 96, 256} | used)
+    roofline = unembed_roofline(info.d_model, info.d_vocab, rows=roof_rows, threads=args.threads)
+    print(
+        f"memory bandwidth {bandwidth['read_gbs']:.1f} GB/s read, {bandwidth['copy_gbs']:.1f} "
+        "GB/s copy; unembedding rows -> GFLOP/s (W GB/s): "
+        + ", ".join(f"{x['rows']} -> {x['gflops']:.0f} ({x['weight_gbs']:.1f})" for x in roofline),
+        file=sys.stderr,
+        flush=True,
+    )
     wall = time.time() - t_start
     cpu_share = (time.process_time() - cpu_start) / wall
     peak_end = matmul_peak_gflops(threads=args.threads, clock=clock)["peak_gflops"]
@@ -804,6 +822,8 @@ def main() -> int:
             "selected_heads": selected,
             "main_heads": main,
             "stages": bench.rows,
+            "memory_bandwidth": bandwidth,
+            "unembed_roofline": roofline,
             "table_markdown": table,
         }
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)

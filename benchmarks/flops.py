@@ -10,7 +10,11 @@ in gate training) costs about as much as the forward again.
 ``FlopCounter(model)`` counts what actually ran: a forward pre-hook on every block adds the
 batch × positions it was called on, and one on the unembedding adds its rows, so padding,
 re-run prefixes (decoding without a KV cache), self-checks and full-sequence logits are all
-charged to whoever ran them. Hooks cost microseconds per block call.
+charged to whoever ran them. Hooks cost microseconds per block call. Rows scored by the one-pass
+log-probability (``models.vocab``, gate training) skip the unembedding module: they are counted
+by wrapping ``addk_interp.models.adapter.answer_logprob`` while the counter is active, at
+4 × d_model × d_vocab per row (its forward does the logits and the gradient's product), never
+multiplied by a backward factor.
 """
 
 from __future__ import annotations
@@ -52,7 +56,11 @@ class FlopCounter:
     attn_flops: float = 0.0
     dense_flops: float = 0.0
     unembed_rows: int = 0
+    unembed_calls: int = 0
+    fused_rows: int = 0
+    fused_calls: int = 0
     _handles: list = field(default_factory=list)
+    _patched: object = None
 
     def __post_init__(self):
         self._bp = block_params(self.model)
@@ -75,6 +83,7 @@ class FlopCounter:
     def _unembed_hook(self, _mod, args):
         x = args[0]
         self.unembed_rows += int(x.numel() // x.shape[-1])
+        self.unembed_calls += 1
 
     def __enter__(self):
         for i, blk in enumerate(self.model.model.blocks):
@@ -82,21 +91,42 @@ class FlopCounter:
                 blk.register_forward_pre_hook(self._block_hook(i), with_kwargs=True)
             )
         self._handles.append(self.model.model.unembed.register_forward_pre_hook(self._unembed_hook))
+        import addk_interp.models.adapter as adapter
+
+        inner = adapter.answer_logprob
+        self._patched = (adapter, inner)
+
+        def counted(x, *args, **kwargs):
+            self.fused_rows += int(x.shape[0])
+            self.fused_calls += 1
+            return inner(x, *args, **kwargs)
+
+        adapter.answer_logprob = counted
         return self
 
     def __exit__(self, *exc):
         for h in self._handles:
             h.remove()
         self._handles.clear()
+        if self._patched is not None:
+            adapter, inner = self._patched
+            adapter.answer_logprob = inner
+            self._patched = None
         return False
 
     @property
     def unembed_flops(self) -> float:
         return self._unembed * self.unembed_rows
 
+    @property
+    def fused_flops(self) -> float:
+        return 2.0 * self._unembed * self.fused_rows
+
     def total(self, backward_factor: float = 1.0) -> float:
-        """Forward FLOPs × ``backward_factor`` (2.0 when every forward was back-propagated)."""
-        return (self.dense_flops + self.attn_flops + self.unembed_flops) * backward_factor
+        """Forward FLOPs × ``backward_factor`` (2.0 when every forward was back-propagated),
+        plus the one-pass log-probability rows (forward and gradient already in)."""
+        fwd = self.dense_flops + self.attn_flops + self.unembed_flops
+        return fwd * backward_factor + self.fused_flops
 
     def to_dict(self) -> dict:
         return {
@@ -105,4 +135,8 @@ class FlopCounter:
             "dense_gflop": self.dense_flops / 1e9,
             "attn_gflop": self.attn_flops / 1e9,
             "unembed_gflop": self.unembed_flops / 1e9,
+            "unembed_calls": self.unembed_calls,
+            "fused_rows": self.fused_rows,
+            "fused_calls": self.fused_calls,
+            "fused_gflop": self.fused_flops / 1e9,
         }

@@ -184,10 +184,32 @@ def test_row_scorer_equals_per_batch_scores(spec):
         got = sc.results()
         assert set(got) == set(ref)
         for i in ref:
-            for f in ("correct", "match", "terminated", "pred"):
+            for f in ("correct", "match"):
                 assert torch.equal(getattr(got[i], f), getattr(ref[i], f)), (chunk, i, f)
+            m, a = ref[i].match, batches[i].answer_len
+            # the terminator is looked at only where the answer matched
+            assert torch.equal(got[i].terminated, ref[i].terminated & m)
+            assert torch.equal(got[i].pred[:, :a], ref[i].pred[:, :a])
+            assert torch.equal(got[i].pred[m, a], ref[i].pred[m, a])
+            assert (got[i].pred[~m, a] == -1).all()
             for f in ("answer_logprob", "first_token_prob"):
                 torch.testing.assert_close(getattr(got[i], f), getattr(ref[i], f))
+    # answers := the model's own argmax on even rows (they match: the terminator is scored)
+    sc = RowScorer(model, chunk=5)
+    own = {}
+    with torch.no_grad():
+        for i, b in enumerate(batches):
+            logits = model.logits_at(b.tokens, b.score_positions)
+            ans = b.answer_ids.clone()
+            ans[::2] = logits[::2, : b.answer_len].argmax(-1)
+            own[i] = scores_from_logits(model, logits, ans)
+            sc.add(i, normed[i], ans)
+    got = sc.results()
+    assert sum(int(own[i].match.sum()) for i in own) >= len(batches)
+    for i in own:
+        for f in ("correct", "match", "terminated"):
+            assert torch.equal(getattr(got[i], f), getattr(own[i], f) & own[i].match), f
+        assert torch.equal(got[i].pred[own[i].match], own[i].pred[own[i].match])
     df = evaluate(model, ex, batch_size=4)
     flat = {j: (i, r) for i, b in enumerate(batches) for r, j in enumerate(b.indices)}
     for j in range(len(ex)):

@@ -290,53 +290,58 @@ class PromptRunner:
 
         ``hooks_fn(group, rows, variant)`` returns the hooks for the rows ``rows`` of ``group``
         under the per-row variant indices ``variant``; the variants of one group are stacked
-        along the batch (chunks of ``batch_size`` rows). ``logprob=False`` (upper-layer path)
-        skips full logits where they cannot change the outcome (``_progressive``): the same
+        along the batch (chunks of ``batch_size`` rows). ``logprob=False`` skips full logits
+        where they cannot change the outcome (``_progressive``): the same
         ``correct`` and ``match`` (up to float ties ≤ 1e-4 between the answer token and a rival),
         ``answer_logprob`` and ``first_token_prob`` NaN, ``terminated`` False where not reached.
         """
+        return self.score_many([(hooks_fn, start, n_variants)], batch_size, logprob)[0]
+
+    def score_many(
+        self,
+        jobs: Sequence[tuple[Callable[[PromptGroup, Tensor, Tensor], Sequence], int, int]],
+        batch_size: int | None = None,
+        logprob: bool = True,
+    ) -> list[InjectedScores]:
+        """``score`` for several (hooks_fn, start, n_variants) jobs, in order: each runs its
+        own forwards, and the unembedding of the scored rows of all of them is shared."""
         n_ex = len(self.examples)
         bs = batch_size or self.batch_size
-        out = {k: np.zeros((n_variants, n_ex), dtype=dt) for k, dt in _SCORE_FIELDS}
+        outs = [
+            {k: np.zeros((n_var, n_ex), dtype=dt) for k, dt in _SCORE_FIELDS}
+            for _, _, n_var in jobs
+        ]
         scorer = RowScorer(self.model)  # rows of every chunk unembedded together
         progressive: list[tuple[int, Tensor, Tensor]] = []
-        where: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        where: dict[int, tuple[int, np.ndarray, np.ndarray]] = {}
 
         def put(key: int, res) -> None:
-            v, e = where[key]
+            j, v, e = where[key]
             for k, _ in _SCORE_FIELDS:
-                val = getattr(res, k) if not isinstance(res, dict) else res[k]
-                out[k][v, e] = (val.double() if val.is_floating_point() else val).numpy()
+                val = res[k] if isinstance(res, dict) else getattr(res, k)
+                outs[j][k][v, e] = (val.double() if val.is_floating_point() else val).numpy()
 
         with torch.no_grad():
-            for g in self.groups:
-                n = len(g)
-                var_all = torch.arange(n_variants).repeat_interleave(n)
-                row_all = torch.arange(n).repeat(n_variants)
-                for s in range(0, n * n_variants, bs):
-                    var, rows = var_all[s : s + bs], row_all[s : s + bs]
-                    hooks = hooks_fn(g, rows, var)
-                    key = len(where)
-                    where[key] = (var.numpy(), g.indices[rows].numpy())
-                    if logprob or self.path != "upper":
+            for j, (hooks_fn, start, n_variants) in enumerate(jobs):
+                for g in self.groups:
+                    n = len(g)
+                    var_all = torch.arange(n_variants).repeat_interleave(n)
+                    row_all = torch.arange(n).repeat(n_variants)
+                    for s in range(0, n * n_variants, bs):
+                        var, rows = var_all[s : s + bs], row_all[s : s + bs]
+                        hooks = hooks_fn(g, rows, var)
+                        key = len(where)
+                        where[key] = (j, var.numpy(), g.indices[rows].numpy())
                         x = self.normed(g, rows, g.answer_len + 1, start, hooks)
-                        scorer.add(key, x, g.answer_ids[rows])
-                    else:
-                        x = self._normed_rows(g, rows, start, hooks)
-                        progressive.append((key, x, g.answer_ids[rows]))
+                        if logprob:
+                            scorer.add(key, x, g.answer_ids[rows])
+                        else:
+                            progressive.append((key, x, g.answer_ids[rows]))
             for key, sc in scorer.results().items():
                 put(key, sc)
             for key, res in self._progressive(progressive).items():
                 put(key, res)
-        return InjectedScores(**out)
-
-    def _normed_rows(self, g: PromptGroup, rows: Tensor, start: int, hooks) -> Tensor:
-        """Final-normed residual at the A+1 score positions (upper-layer path)."""
-        need = g.prompt_len + g.answer_len
-        h = self.upper.final_resid(g.cache[start][rows, :need], start, hooks)
-        h = h[:, g.query_pos : g.query_pos + g.answer_len + 1]
-        b, n, d = h.shape
-        return self.upper.normed(h.reshape(b * n, d)).reshape(b, n, d)
+        return [InjectedScores(**o) for o in outs]
 
     def _progressive(self, items: list[tuple[int, Tensor, Tensor]]) -> dict[int, dict]:
         """Exact-match scoring without full logits where they cannot matter.

@@ -734,18 +734,21 @@ def necessity(
         clean = evaluate(model, examples, fmt, batch_size=batch_size)
     clean_ok = clean["correct"].to_numpy().astype(bool)
 
-    def run(heads: Sequence[Head]) -> np.ndarray:
+    def job(heads: Sequence[Head]):
         if not heads:
-            return runner.score(lambda g, r, v: [], runner.layers[0], logprob=False).correct[0]
+            return (lambda g, r, v: [], runner.layers[0], 1)
         start = min(la for la, _ in heads)
-        return runner.score(
-            lambda g, r, v: mean_ablate(model, heads, g.query_pos, zbar), start, logprob=False
-        ).correct[0]
+        return (lambda g, r, v: mean_ablate(model, heads, g.query_pos, zbar), start, 1)
 
-    main_ok = run(main)
-    accs = [float(run(s).mean()) for s in subsets]
-    all_accs = [float(run(s).mean()) for s in all_subsets]
-    singles = {h: float(run([h]).mean()) for h in single_list}
+    # every ablation in one pass of the runner: one shared unembedding of the scored rows
+    sets = [list(main), *subsets, *all_subsets, *[[h] for h in single_list]]
+    res = [sc.correct[0] for sc in runner.score_many([job(s) for s in sets], logprob=False)]
+    main_ok = res[0]
+    res = res[1:]
+    accs = [float(x.mean()) for x in res[: len(subsets)]]
+    res = res[len(subsets) :]
+    all_accs = [float(x.mean()) for x in res[: len(all_subsets)]]
+    singles = {h: float(x.mean()) for h, x in zip(single_list, res[len(all_subsets) :])}
     main_acc = float(main_ok.mean())
     clean_acc = float(clean_ok.mean())
     return NecessityResult(
