@@ -14,9 +14,9 @@ The unembedding of those rows is deferred (``RowScorer``): rows of many batches 
 together, ``row_chunk(d_vocab)`` rows per matrix product (256 on a 262k vocabulary), because
 a product with a few rows is bound by reading the [d_model, vocab] matrix from memory (on
 Gemma-3-270m, 24 rows reach 30 GFLOP/s, 256 rows 60+; ``benchmarks/bench_stages.py``). The
-scores do not depend on how rows are grouped. The terminator position is unembedded only where
-every answer token matched (elsewhere it cannot change ``correct``; ``terminated`` is False
-there).
+scores do not depend on how rows are grouped. (Unembedding the terminator row only where the
+answer matched was tried and measured slower: a separate product of a few rows costs about as
+much as a product of a hundred.)
 """
 
 from __future__ import annotations
@@ -108,12 +108,9 @@ class RowScorer:
     """Deferred teacher-forced scoring: final-normed rows of many batches, unembedded together.
 
     ``add(key, normed, answer_ids)`` takes the final-normed residual at the A+1 score
-    positions of one batch ([b, A+1, d_model]); ``results()`` returns {key: BatchScores}. The A
-    answer rows are unembedded as soon as ``row_chunk`` of them are pending (memory stays
-    bounded); the terminator row (position A) only where every answer token matched, since it
-    cannot change ``correct`` elsewhere. Equal to ``scores_from_logits`` on that batch's
-    logits, except: ``terminated`` is False and ``pred[:, A]`` is −1 where the answer did not
-    match.
+    positions of one batch ([b, A+1, d_model]); ``results()`` returns {key: BatchScores},
+    equal to ``scores_from_logits`` on that batch's logits. Rows are unembedded as soon as
+    ``row_chunk`` of them are pending (memory stays bounded).
     """
 
     def __init__(self, model, chunk: int | None = None):
@@ -123,7 +120,6 @@ class RowScorer:
         self._n_pending = 0
         self._rows: dict[object, tuple[list[Tensor], list[Tensor]]] = {}
         self._answers: dict[object, Tensor] = {}
-        self._term: dict[object, Tensor] = {}
 
     def add(
         self, key, normed: Float[Tensor, "batch n d_model"], answer_ids: Int[Tensor, "batch answer"]
@@ -134,13 +130,13 @@ class RowScorer:
             raise AddkError(f"expected {a + 1} score positions for {b} rows, got {n} of {b}")
         if key in self._answers:
             raise AddkError(f"batch key {key!r} added twice")
+        tgt = torch.full((b, n), -1, dtype=torch.long)
+        tgt[:, :a] = answer_ids
         self._answers[key] = answer_ids
         self._rows[key] = ([], [])
-        normed = normed.detach()
-        self._term[key] = normed[:, a]
-        x = normed[:, :a].reshape(b * a, -1)
-        t = answer_ids.reshape(-1)
-        for s in range(0, b * a, self.chunk):
+        x = normed.detach().reshape(b * n, -1)
+        t = tgt.reshape(-1)
+        for s in range(0, b * n, self.chunk):
             self._pending.append((key, x[s : s + self.chunk], t[s : s + self.chunk]))
             self._n_pending += len(t[s : s + self.chunk])
             if self._n_pending >= self.chunk:
@@ -168,39 +164,14 @@ class RowScorer:
                 self._rows[key][1].append(pred[lo - start : hi - start])
             pos += len(xs)
 
-    def _argmax(self, x: Tensor) -> Tensor:
-        with torch.no_grad():
-            return torch.cat(
-                [
-                    self.model.unembed(x[None, s : s + self.chunk])[0].argmax(-1)
-                    for s in range(0, len(x), self.chunk)
-                ]
-            ) if len(x) else torch.zeros(0, dtype=torch.long)
-
     def results(self) -> dict[object, BatchScores]:
         self._flush()
-        parts = {}
+        out = {}
         for key, ans in self._answers.items():
             b, a = ans.shape
-            lp = torch.cat(self._rows[key][0]).reshape(b, a)
-            pred = torch.cat(self._rows[key][1]).reshape(b, a)
-            parts[key] = (lp, pred, (pred == ans).all(-1))
-        keys = list(self._answers)
-        term_x = [self._term[k][parts[k][2]] for k in keys]
-        term = self._argmax(torch.cat(term_x)) if keys else torch.zeros(0, dtype=torch.long)
-        cont = continuation_mask(self.model)
-        out, s = {}, 0
-        for k, tx in zip(keys, term_x):
-            lp, pred, match = parts[k]
-            last = torch.full((len(match),), -1, dtype=torch.long)
-            last[match] = term[s : s + len(tx)]
-            s += len(tx)
-            terminated = torch.zeros(len(match), dtype=torch.bool)
-            terminated[match] = ~cont[last[match]]
-            full_pred = torch.cat([pred, last[:, None]], dim=1)
-            out[k] = BatchScores(
-                match & terminated, match, terminated, lp.sum(-1), lp[:, 0].exp(), full_pred
-            )
+            lp = torch.cat(self._rows[key][0]).reshape(b, a + 1)
+            pred = torch.cat(self._rows[key][1]).reshape(b, a + 1)
+            out[key] = _assemble(self.model, lp[:, :a], pred, ans)
         return out
 
 
