@@ -185,6 +185,16 @@ class Bench:
             "check": check,
             "note": note,
         }
+        if row["ours_frac_peak"] < 0.5 and getattr(self, "last_fn", None) is not None:
+            # below half the peak: where the time goes (one extra, profiled run of ours)
+            prof = matmul_profile(self.last_fn)
+            share = prof["matmul_s"] / prof["self_cpu_s"] if prof["self_cpu_s"] else 0.0
+            row["profile"] = {
+                **prof,
+                "matmul_share": share,
+                "matmul_gflops": ours_gf / prof["matmul_s"] if prof["matmul_s"] else 0.0,
+            }
+        self.last_fn = None
         self.rows.append(row)
         sc = row["orig_scale"]
         print(
@@ -199,8 +209,35 @@ class Bench:
         return row
 
 
+MATMUL_OPS = (
+    "aten::mm",
+    "aten::addmm",
+    "aten::bmm",
+    "aten::baddbmm",
+    "aten::_scaled_dot_product_flash_attention_for_cpu",
+    "aten::_scaled_dot_product_attention_math",
+)
+
+
+def matmul_profile(fn) -> dict:
+    """One profiled run of ``fn`` (torch.profiler, CPU): total self CPU time and the part in
+    matmul kernels (``MATMUL_OPS``), so a stage's share of peak splits into (time in matmuls) ×
+    (the matmuls' own rate); the rest is norms, softmax, hooks and Python per call."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        fn()
+    total = mm = 0.0
+    for ev in prof.key_averages():
+        total += ev.self_cpu_time_total
+        if ev.key in MATMUL_OPS:
+            mm += ev.self_cpu_time_total
+    return {"self_cpu_s": total / 1e6, "matmul_s": mm / 1e6}
+
+
 def run_timed(bench, fn_ours, fn_orig, repeat):
     """ours (count FLOPs) -> original -> ours × (repeat − 1); returns the pieces."""
+    bench.last_fn = fn_ours
     t1, out, fc = bench.ours(fn_ours)
     with FlopCounter(bench.model) as ofc:
         t = now()

@@ -4,8 +4,11 @@ Each ``results/summaries/NAME.md`` was written by ``addk-interp summary RUN_DIR 
 results/summaries/NAME.md`` from a finished run, each ``results/validation/NAME.md`` is the
 ``validation.md`` that ``addk-interp validate`` wrote into its run directory, each
 ``results/findings/NAME.md`` is ``addk-interp summary RUN_DIR --findings --save ...`` (the
-report's findings block); README.md holds
-them verbatim between ``<!-- results:NAME -->`` / ``<!-- validation:NAME -->`` and the
+report's findings block), each ``benchmarks/results/readme/NAME.md`` is ``python
+benchmarks/bench_readme.py benchmarks/results/NAME.json`` (the performance table of one
+``bench_stages.py`` run); README.md holds
+them verbatim between ``<!-- results:NAME -->`` / ``<!-- validation:NAME -->`` /
+``<!-- findings:NAME -->`` / ``<!-- bench:NAME -->`` and the
 matching closing comment. ``--check`` exits 1 when README
 differs from the summaries (the test suite runs it), so README's result tables cannot drift
 from what runs produce.
@@ -23,9 +26,10 @@ KINDS = {
     "results": SUMMARIES,
     "validation": ROOT / "results" / "validation",
     "findings": ROOT / "results" / "findings",
+    "bench": ROOT / "benchmarks" / "results" / "readme",
 }
 BLOCK = re.compile(
-    r"(<!-- (?P<kind>results|validation|findings):(?P<name>[\w.-]+) -->\n)(?P<body>.*?)"
+    r"(<!-- (?P<kind>results|validation|findings|bench):(?P<name>[\w.-]+) -->\n)(?P<body>.*?)"
     r"(<!-- /(?P=kind):(?P=name) -->)",
     re.S,
 )

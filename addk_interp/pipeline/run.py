@@ -54,7 +54,7 @@ class RunConfig:
         return asdict(self)
 
 
-def _reset_peak_rss() -> None:
+def reset_peak_rss() -> None:
     """Linux: reset the process's peak RSS (VmHWM) so each stage reports its own peak."""
     try:
         with open("/proc/self/clear_refs", "w") as f:
@@ -63,7 +63,7 @@ def _reset_peak_rss() -> None:
         pass
 
 
-def _peak_rss_mb() -> float:
+def peak_rss_mb() -> float:
     """Peak RSS since the last reset (VmHWM), else the process's lifetime peak."""
     try:
         with open("/proc/self/status") as f:
@@ -223,7 +223,7 @@ class Run:
                         self._on_stage(prev)
                     return
         t0 = time.time()
-        _reset_peak_rss()
+        reset_peak_rss()
         self._notes = {}
         files = st.run(self, sdir)
         unknown = [Path(f).name for f in files if Path(f).name not in st.outputs]
@@ -235,7 +235,7 @@ class Run:
             "status": "done" if reason is None else f"recomputed ({reason})",
             "key": key,
             "wall_s": round(time.time() - t0, 2),
-            "peak_rss_mb": _peak_rss_mb(),
+            "peak_rss_mb": peak_rss_mb(),
             "files": rel,
             "sha256": {r: sha256_file(self.out / r) for r in rel},
         }
@@ -365,14 +365,14 @@ class Run:
         for st in self.registry:
             self.stage(st)
         t1 = time.time()
-        _reset_peak_rss()
+        reset_peak_rss()
         report = write_report(self)
         self.stages.append(
             {
                 "name": "report",
                 "status": "done",
                 "wall_s": round(time.time() - t1, 2),
-                "peak_rss_mb": _peak_rss_mb(),
+                "peak_rss_mb": peak_rss_mb(),
                 "files": [report.name],
             }
         )
