@@ -117,10 +117,10 @@ def render(rec: dict, json_path: str) -> str:
     hot = [r for r in rec["stages"] if r["ours_frac_peak"] >= BAR_PEAK]
     cold = [r for r in rec["stages"] if r["ours_frac_peak"] < BAR_PEAK]
     txt = "**Hot loops ≥ 50 % of peak**: " + (
-        ", ".join(f"{r['stage']} {100 * r['ours_frac_peak']:.0f} %" for r in hot) or "none"
+        ", ".join(f"{r['stage']} {100 * r['ours_frac_peak']:.1f} %" for r in hot) or "none"
     )
     txt += ". **Below 50 %**: " + (
-        ", ".join(f"{r['stage']} {100 * r['ours_frac_peak']:.0f} %" for r in cold) or "none"
+        ", ".join(f"{r['stage']} {100 * r['ours_frac_peak']:.1f} %" for r in cold) or "none"
     )
     lines += [txt + ".", ""]
     if roof:

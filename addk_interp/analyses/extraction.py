@@ -32,8 +32,9 @@ cos(s_i, h_k)) over the labels; weighting gain = cos(Σ_i α̃_i s_i, h_k) − c
 with α̃ = α_i / Σ_j α_j. Nulls permute α within each prompt (30 permutations, seeded).
 Prompts with zero attention mass on their labels are counted, not NaN.
 
-Cost: one forward per batch with ``hook_v``, ``hook_pattern`` and ``hook_z`` kept for the
-requested layers only, stopped after the deepest one; memory O(batch × pos × d_model) per
+Cost: one forward per ``batch_size`` prompts (length buckets right-padded together) with
+``hook_v``, ``hook_pattern`` and ``hook_z`` kept for the requested layers only, stopped after
+the deepest one; memory O(batch × pos × d_model) per
 head for the signals. Shares and metrics are O(batch × pos × d_model) arithmetic on those,
 plus O(n_perm × batch × labels) for the nulls and O(2000 × batch) for each bootstrap.
 """
@@ -464,7 +465,10 @@ def iter_extractions(
     *,
     batch_size: int = 32,
 ) -> Iterator[dict[Head, ExtractionResult]]:
-    """Encode few-shot examples, bucket them by length and yield one extraction per batch."""
+    """Encode few-shot examples, bucket them by length and yield one extraction per batch;
+    consecutive batches of up to ``batch_size`` prompts in all share one right-padded forward
+    (``_extract_padded``), so a sample spread over many lengths does not cost one small forward
+    per length."""
     if not examples:
         raise AddkError("no examples to extract from")
     bad = [i for i, e in enumerate(examples) if not e.demos]
@@ -474,8 +478,53 @@ def iter_extractions(
             "extraction at label tokens needs few-shot prompts"
         )
     enc = encode_examples(model, list(examples), fmt)
+    checked = [check_head(model, hd) for hd in heads]
+    pending: list[PromptBatch] = []
     for batch in make_batches(enc, batch_size):
-        yield extract_heads(model, batch, heads)
+        if pending and sum(len(b) for b in pending) + len(batch) > batch_size:
+            yield from _extract_padded(model, pending, checked)
+            pending = []
+        pending.append(batch)
+    if pending:
+        yield from _extract_padded(model, pending, checked)
+
+
+def _extract_padded(
+    model: HookedModel, batches: list[PromptBatch], heads: list[Head]
+) -> list[dict[Head, ExtractionResult]]:
+    """``extract_heads`` of each of ``batches`` from ONE forward: their prompts right-padded to
+    the longest (each row with its own last token) and stacked. Exact: attention is causal, so
+    every position before a row's end is computed as in the row's own forward; each batch's
+    rows and positions are sliced back out of the activations."""
+    for b in batches:
+        _batch_meta(b)  # refuse prompts without demonstrations before the forward
+    width = max(b.prompt_tokens.shape[1] for b in batches)
+    rows = []
+    for b in batches:
+        t = b.prompt_tokens
+        rows.append(torch.cat([t, t[:, -1:].expand(-1, width - t.shape[1])], dim=1))
+    tokens = torch.cat(rows)
+    layers = sorted({layer for layer, _ in heads})
+    names = [n for layer in layers for n in _names(layer)]
+    out, r = [], 0
+    with torch.no_grad():
+        acts = model.run_collect(tokens, names, stop_after=names[-1])
+        for b in batches:
+            n, length = len(b), b.prompt_tokens.shape[1]
+            sub = {}
+            for name, a in acts.items():
+                a = a[r : r + n]
+                sub[name] = a[:, :, :length, :length] if name.endswith("hook_pattern") else a[:, :length]
+            groups, tasks, labels = _batch_meta(b)
+            q = b.query_pos
+            out.append(
+                {
+                    hd: _from_acts(model, hd, sub, q, groups, tuple(b.indices), tasks, labels)
+                    for hd in heads
+                }
+            )
+            r += n
+    return out
 
 
 def project_signals(
