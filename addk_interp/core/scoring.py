@@ -80,9 +80,11 @@ def row_logprob_argmax(
 ) -> tuple[Float[Tensor, " n"], Int[Tensor, " n"]]:
     """(fp32 log p(target), argmax) per row; log p is NaN where ``targets`` < 0."""
     logits = logits.float()
+    targets = targets.to(logits.device)
     has = targets >= 0
     lp = torch.log_softmax(logits, dim=-1).gather(-1, targets.clamp(min=0)[:, None]).squeeze(-1)
-    return torch.where(has, lp, torch.full_like(lp, float("nan"))), logits.argmax(-1)
+    lp = torch.where(has, lp, torch.full_like(lp, float("nan")))
+    return lp.cpu(), logits.argmax(-1).cpu()  # scores live on the CPU, next to the answer ids
 
 
 def _assemble(model, lp: Tensor, pred: Tensor, answer_ids: Tensor) -> BatchScores:

@@ -81,7 +81,7 @@ def inject(
     def fn(act, hook):
         _check_position(position, act, "inject")
         act = act.clone()
-        act[:, position] = act[:, position] + vector.to(act.dtype)
+        act[:, position] = act[:, position] + vector.to(act)
         return act
 
     return [(name, fn)]
@@ -101,7 +101,7 @@ def _z_edit(model: HookedModel, heads: Sequence[HeadLike], position: int, edit) 
         def fn(z, hook, layer=layer, hs=hs):
             _check_position(position, z, "head intervention")
             z = z.clone()
-            z[:, position, hs] = edit(layer, hs, z[:, position, hs]).to(z.dtype)
+            z[:, position, hs] = edit(layer, hs, z[:, position, hs]).to(z)
             return z
 
         hooks.append((z_hook_name(layer), fn))
@@ -167,8 +167,8 @@ def gate_heads(
         def fn(z, hook, layer=layer):
             _check_position(position, z, "gate_heads")
             pos = position % z.shape[1]
-            g = gate[layer].to(z.dtype)[:, None]
-            src = z_source[..., layer, :, :].to(z.dtype)
+            g = gate[layer].to(z)[:, None]
+            src = z_source[..., layer, :, :].to(z)
             new = g * src + (1 - g) * z[:, pos]
             before, after = z[:, :pos], z[:, pos + 1 :]
             return torch.cat([before, new[:, None], after], dim=1)
@@ -223,10 +223,10 @@ def project_head(
         return z
 
     def apply(out, hook):
-        o = store["o"].to(out.dtype)
-        b = basis.to(out.dtype)
-        inside = (o - mu.to(o.dtype)) @ b @ b.T
-        new = mu.to(o.dtype) + inside if mode == "onto" else o - inside
+        o = store["o"].to(out)
+        b = basis.to(out)
+        inside = (o - mu.to(o)) @ b @ b.T
+        new = mu.to(o) + inside if mode == "onto" else o - inside
         out = out.clone()
         out[:, position] = out[:, position] + (new - o)
         return out

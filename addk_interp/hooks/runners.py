@@ -142,7 +142,7 @@ class AnswerLogits:
 
     def match(self) -> Bool[Tensor, " batch"]:
         """Per row: the argmax equals the answer at every answer position (no terminator)."""
-        wrong = (self._score()[1] != self.targets).float()
+        wrong = (self._score()[1].cpu() != self.targets.cpu()).float()
         return torch.zeros(self.batch).index_add_(0, self.owner, wrong) == 0
 
 
@@ -406,7 +406,7 @@ class PromptRunner:
         step = row_chunk(self.model.info.d_vocab)
         return torch.cat(
             [
-                self.model.unembed(normed[None, s : s + step])[0].argmax(-1)
+                self.model.unembed(normed[None, s : s + step])[0].argmax(-1).cpu()
                 for s in range(0, len(normed), step)
             ]
         )
@@ -427,7 +427,7 @@ class PromptRunner:
         lg = self.model.unembed_columns(xn, cand)
         if lg is None:
             return keep
-        lg = lg.float()
+        lg = lg.float().cpu()
         pos = torch.searchsorted(cand, answer)
         a_logit = lg.gather(1, pos[:, None])
         beaten = (lg > a_logit) | ((lg == a_logit) & (cand[None] < answer[:, None]))
@@ -467,8 +467,9 @@ class _AddAtRows:
         self.rows = torch.arange(len(q))
 
     def __call__(self, act: Tensor, hook=None) -> Tensor:
-        v = self.vectors.to(act.dtype)
-        return act.index_put((self.rows, self.q), v, accumulate=True)
+        v = self.vectors.to(act)
+        idx = (self.rows.to(act.device), self.q.to(act.device))
+        return act.index_put(idx, v, accumulate=True)
 
 
 class InjectionRunner(PromptRunner):
@@ -561,7 +562,9 @@ class InjectionRunner(PromptRunner):
         need = plen - 1 + npos
         b = len(items)
         first = self.groups[int(gi[0])].cache[self.layer]
-        hidden = torch.zeros(b, int(need.max()), first.shape[-1], dtype=first.dtype)
+        hidden = torch.zeros(
+            b, int(need.max()), first.shape[-1], dtype=first.dtype, device=first.device
+        )
         for g in torch.unique(gi).tolist():
             sel = (gi == g).nonzero().squeeze(1)
             n = int(need[sel[0]])

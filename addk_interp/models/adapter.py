@@ -394,7 +394,8 @@ class HookedModel:
             lp, arg = answer_logprob(normed, w, b, targets, self.logit_softcap)
             return lp, arg, "fused"
         logits = self.unembed(normed[None])[0].float()
-        lp = torch.log_softmax(logits, dim=-1).gather(-1, targets[:, None]).squeeze(-1)
+        t = targets.to(logits.device)
+        lp = torch.log_softmax(logits, dim=-1).gather(-1, t[:, None]).squeeze(-1)
         return lp, logits.detach().argmax(-1), "unembed"
 
     def unembed_columns(

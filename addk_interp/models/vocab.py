@@ -40,6 +40,7 @@ class _AnswerLogprob(torch.autograd.Function):
         n, d = x.shape
         vocab = w.shape[1]
         dev = x.device
+        targets = targets.to(dev)
         m = torch.full((n,), float("-inf"), device=dev)
         s = torch.zeros(n, device=dev)
         acc = torch.zeros(n, d, device=dev)
