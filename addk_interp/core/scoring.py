@@ -12,8 +12,9 @@ probability, and per task × shots accuracy tables with bootstrap confidence int
 Cost: one forward per batch, logits at A+1 positions only (vs A+1 forwards for decoding).
 The unembedding of those rows is deferred (``RowScorer``): rows of many batches are unembedded
 together, ``row_chunk(d_vocab)`` rows per matrix product (256 on a 262k vocabulary), because
-a product with a few rows is bound by reading the [d_model, vocab] matrix from memory (on
-Gemma-3-270m, 24 rows reach 30 GFLOP/s, 256 rows 60+; ``benchmarks/bench_stages.py``). The
+a product with a few rows runs far below the matmul peak: each product walks the whole
+[d_model, vocab] matrix (on Gemma-3-270m, one thread: 8 rows 18 GFLOP/s, 32 rows 43, 256 rows
+57, peak 88; the unembedding roofline of ``benchmarks/bench_stages.py``). The
 scores do not depend on how rows are grouped. (Unembedding the terminator row only where the
 answer matched was tried and measured slower: a separate product of a few rows costs about as
 much as a product of a hundred.)

@@ -9,8 +9,8 @@ it equals the full hooked forward (the final-normed residual at the scored posit
 unembedding's input, to relative tolerance ``CHECK_RTOL``), else falls back to full forwards.
 Cost per scored batch: the upper blocks (or a full forward) over prompt + answer tokens; the
 unembedding of the scored rows of all batches is deferred and shared (``RowScorer``;
-exact-match scans: ``_progressive``), since a product with few rows is bound by reading the
-unembedding matrix.
+exact-match scans: ``_progressive``), since a product with few rows runs far below the matmul
+peak (``core.scoring``).
 """
 
 from __future__ import annotations
@@ -105,7 +105,6 @@ _SCORE_FIELDS = (
 )
 
 
-@dataclass
 class AnswerLogits:
     """The answer-predicting positions of a mini-batch, flattened, as final-normed rows.
 
@@ -114,7 +113,14 @@ class AnswerLogits:
     ``logits`` materializes the [n, vocab] logits (checks, tests).
     """
 
-    def __init__(self, model: HookedModel, normed: Tensor, targets: Tensor, owner: Tensor, batch: int):
+    def __init__(
+        self,
+        model: HookedModel,
+        normed: Float[Tensor, "n d_model"],
+        targets: Int[Tensor, " n"],
+        owner: Int[Tensor, " n"],
+        batch: int,
+    ):
         self.model = model
         self.normed = normed
         self.targets = targets
