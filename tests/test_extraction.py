@@ -212,6 +212,8 @@ def test_padded_extraction_equals_one_forward_per_batch(spec):
             for f in ("signals", "attention", "contribution", "head_output"):
                 torch.testing.assert_close(getattr(a, f), getattr(r, f), rtol=1e-5, atol=1e-5)
             assert a.identity_rel_error <= 1e-4
+    with pytest.raises(AddkError, match="no heads requested"):
+        next(ex.iter_extractions(model, exs, []))
     # a batch size below the sample still covers every prompt once
     small = list(ex.iter_extractions(model, exs, heads, batch_size=3))
     assert sorted(i for r in small for i in r[heads[0]].indices) == list(range(len(exs)))

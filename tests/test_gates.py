@@ -94,7 +94,7 @@ def test_upper_layer_forward_equals_full_hooked_forward(spec):
     assert (padded.logits - ref.logits).abs().max().item() <= 1e-5
 
 
-def test_progressive_scoring_equals_full_scoring():
+def test_progressive_scoring_equals_full_scoring(monkeypatch):
     model = tiny("tiny-llama-gqa")
     ex = G.gate_training_examples(_family(), _cfg(n_items=24))
     runner = InjectionRunner(model, ex, layer=1)
@@ -118,6 +118,13 @@ def test_progressive_scoring_equals_full_scoring():
     assert np.isnan(fast.answer_logprob).all() and np.isfinite(full.answer_logprob).all()
     # many small chunks: rows of every chunk and group share the deferred unembedding
     small = runner.score_vectors(vec * 0.1, logprob=False, batch_size=3)
+    import addk_interp.hooks.runners as runners
+
+    with monkeypatch.context() as mp:  # pending rows scored in slices of 4 (bounded memory)
+        mp.setattr(runners, "row_chunk", lambda _v: 1)
+        sliced = runner.score_vectors(vec * 0.1, logprob=False, batch_size=3)
+    assert np.array_equal(sliced.correct, fast.correct) and np.array_equal(sliced.match, fast.match)
+    assert np.array_equal(sliced.terminated, fast.terminated)
     full3 = runner.score_vectors(vec * 0.1, logprob=True, batch_size=3)
     assert np.array_equal(small.correct, fast.correct) and np.array_equal(small.match, fast.match)
     assert np.array_equal(full3.correct, full.correct)

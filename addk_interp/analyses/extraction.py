@@ -471,6 +471,8 @@ def iter_extractions(
     per length."""
     if not examples:
         raise AddkError("no examples to extract from")
+    if not heads:
+        raise AddkError("no heads requested")
     bad = [i for i, e in enumerate(examples) if not e.demos]
     if bad:
         raise AddkError(

@@ -160,7 +160,8 @@ class PromptRunner:
     above block ``start`` costs only those blocks. ``path``: ``auto`` (upper layers when they
     reproduce the full hooked forward on a few prompts, else the full forward), ``upper``
     (required) or ``full``. The path that runs is ``self.path``; ``self.check`` holds the
-    self-check (max |Δ logits| vs ``logits_at``, relative tolerance ``CHECK_RTOL``).
+    self-check (max |Δ| of the final-normed residual at the scored positions vs the full hooked
+    forward, relative tolerance ``CHECK_RTOL``).
     """
 
     def __init__(
@@ -310,7 +311,9 @@ class PromptRunner:
         logprob: bool = True,
     ) -> list[InjectedScores]:
         """``score`` for several (hooks_fn, start, n_variants) jobs, in order: each runs its
-        own forwards, and the unembedding of the scored rows of all of them is shared."""
+        own forwards, and the unembedding of the scored rows of all of them is shared (the
+        exact-match path scores its pending rows every 4 × ``row_chunk`` prompts, so memory
+        stays bounded however many jobs there are)."""
         n_ex = len(self.examples)
         bs = batch_size or self.batch_size
         outs = [
@@ -319,6 +322,7 @@ class PromptRunner:
         ]
         scorer = RowScorer(self.model)  # rows of every chunk unembedded together
         progressive: list[tuple[int, Tensor, Tensor]] = []
+        n_prog, prog_rows = 0, 4 * row_chunk(self.model.info.d_vocab)
         where: dict[int, tuple[int, np.ndarray, np.ndarray]] = {}
 
         def put(key: int, res) -> None:
@@ -343,6 +347,11 @@ class PromptRunner:
                             scorer.add(key, x, g.answer_ids[rows])
                         else:
                             progressive.append((key, x, g.answer_ids[rows]))
+                            n_prog += len(rows)
+                            if n_prog >= prog_rows:  # memory stays bounded across many jobs
+                                for k, res in self._progressive(progressive).items():
+                                    put(k, res)
+                                progressive, n_prog = [], 0
             for key, sc in scorer.results().items():
                 put(key, sc)
             for key, res in self._progressive(progressive).items():

@@ -13,7 +13,7 @@ logits update a running max, a rescaled running sum of exp (online log-sum-exp) 
 one scale of that saved gradient.
 
 Which step. The teacher-forced NLL of gate training (docs/method.md §3.3); the loss and its
-gradient equal ``log_softmax(unembed(x))`` through autograd (tests/test_gates.py).
+gradient equal ``log_softmax(unembed(x))`` through autograd (tests/test_vocab.py).
 
 Cost. The same multiply-adds as an unembedding forward + backward (4·n·d_model·vocab FLOPs),
 but W [d_model, vocab] is walked once instead of twice, each column block used for both
