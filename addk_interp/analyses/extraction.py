@@ -405,6 +405,16 @@ def _from_acts(
     )
 
 
+def _collect(
+    model: HookedModel, tokens: Int[Tensor, "batch pos"], heads: Sequence[Head], fwd_hooks=()
+) -> dict[str, Tensor]:
+    """``hook_v``, ``hook_pattern`` and ``hook_z`` of the heads' layers, the forward stopped
+    after the deepest one."""
+    layers = sorted({layer for layer, _ in heads})
+    names = [n for layer in layers for n in _names(layer)]
+    return model.run_collect(tokens, names, fwd_hooks=fwd_hooks, stop_after=names[-1])
+
+
 def extract_heads(
     model: HookedModel,
     batch: PromptBatch | Int[Tensor, "batch pos"],
@@ -435,10 +445,8 @@ def extract_heads(
     if not -tokens.shape[1] <= q < tokens.shape[1]:
         raise AddkError(f"query position {q} outside a prompt of {tokens.shape[1]} tokens")
     q = q % tokens.shape[1]
-    layers = sorted({layer for layer, _ in checked})
-    names = [n for layer in layers for n in _names(layer)]
     with torch.no_grad():
-        acts = model.run_collect(tokens, names, fwd_hooks=fwd_hooks, stop_after=names[-1])
+        acts = _collect(model, tokens, checked, fwd_hooks)
         return {
             hd: _from_acts(model, hd, acts, q, groups, indices, tasks, labels) for hd in checked
         }
@@ -498,26 +506,21 @@ def _extract_padded(
     the longest (each row with its own last token) and stacked. Exact: attention is causal, so
     every position before a row's end is computed as in the row's own forward; each batch's
     rows and positions are sliced back out of the activations."""
-    for b in batches:
-        _batch_meta(b)  # refuse prompts without demonstrations before the forward
+    metas = [_batch_meta(b) for b in batches]  # refuses prompts without demonstrations
     width = max(b.prompt_tokens.shape[1] for b in batches)
     rows = []
     for b in batches:
         t = b.prompt_tokens
         rows.append(torch.cat([t, t[:, -1:].expand(-1, width - t.shape[1])], dim=1))
-    tokens = torch.cat(rows)
-    layers = sorted({layer for layer, _ in heads})
-    names = [n for layer in layers for n in _names(layer)]
     out, r = [], 0
     with torch.no_grad():
-        acts = model.run_collect(tokens, names, stop_after=names[-1])
-        for b in batches:
+        acts = _collect(model, torch.cat(rows), heads)
+        for b, (groups, tasks, labels) in zip(batches, metas):
             n, length = len(b), b.prompt_tokens.shape[1]
             sub = {}
             for name, a in acts.items():
                 a = a[r : r + n]
                 sub[name] = a[:, :, :length, :length] if name.endswith("hook_pattern") else a[:, :length]
-            groups, tasks, labels = _batch_meta(b)
             q = b.query_pos
             out.append(
                 {

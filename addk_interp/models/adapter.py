@@ -405,10 +405,18 @@ class HookedModel:
         None where the explicit weights do not reproduce ``unembed``."""
         if not self.weights_reproduce_unembed():
             return None
-        lg = normed @ self.model.W_U[:, columns].to(normed.dtype)
+        return self._weight_logits(normed, columns)
+
+    def _weight_logits(self, x: Tensor, columns: Tensor | None = None) -> Tensor:
+        """x·W_U[:, cols] + b_U[cols], soft-capped, from the explicit weights (all columns when
+        ``columns`` is None)."""
+        w = self.model.W_U
         b = getattr(self.model, "b_U", None)
+        if columns is not None:
+            w, b = w[:, columns], None if b is None else b[columns]
+        lg = x @ w.to(x.dtype)
         if b is not None:
-            lg = lg + b[columns].to(lg.dtype)
+            lg = lg + b.to(lg.dtype)
         return self.softcap(lg)
 
     def weights_reproduce_unembed(self) -> bool:
@@ -427,9 +435,8 @@ class HookedModel:
         try:
             with torch.no_grad():
                 ref = self.unembed(x[None])[0].float()
+                mine = self._weight_logits(x).float()
                 w, b = self.model.W_U, getattr(self.model, "b_U", None)
-                mine = x @ w.to(x.dtype) + (0 if b is None else b.to(x.dtype))
-                mine = self.softcap(mine).float()
                 lp, _ = answer_logprob(x, w, b, t, self.logit_softcap)
         except Exception:  # weights this path cannot read: use the plain unembedding
             return False

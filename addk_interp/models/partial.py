@@ -1,9 +1,11 @@
 """Partial forward from a layer's residual (the TransformerLens ``start_at_layer`` idiom):
-blocks ``start..L−1`` + final norm + unembedding at chosen positions, with hooks active.
+blocks ``start..L−1`` + final norm at chosen positions (the unembedding's input, which the
+callers unembed together: ``core.scoring.RowScorer``), with hooks active.
 
 Used where only the upper layers change between forwards (gate training, injections at a
-fixed layer): the block inputs of the unchanged lower layers are computed once. Its logits equal
-the full hooked forward's (checked by every ``PromptRunner`` on its first group). Cost: the
+fixed layer): the block inputs of the unchanged lower layers are computed once. Its final-normed
+residual equals the full hooked forward's (checked by every ``PromptRunner`` on its shortest
+and longest group). Cost: the
 upper blocks' forward on the given rows; the bridge path captures the decoder-layer keyword
 arguments once per sequence length (one extra one-row forward).
 """
@@ -29,7 +31,7 @@ def final_hidden(x):
 
 
 class UpperForward:
-    """Run blocks ``start..L−1`` (+ final norm + unembedding at chosen positions) from a cached
+    """Run blocks ``start..L−1`` (+ final norm at chosen positions) from a cached
     block input, with TL hooks active; the same numbers as the full hooked forward.
 
     Bridge: each wrapped HF decoder layer gets the keyword arguments the HF model passed it in
@@ -120,21 +122,6 @@ class UpperForward:
     def normed(self, x: Float[Tensor, "n d_model"]) -> Float[Tensor, "n d_model"]:
         """The final norm of selected residual rows (the unembedding's input)."""
         return final_hidden(self.model.final_norm()(x[None]))[0]
-
-    def unembed(self, x: Float[Tensor, "n d_model"]) -> Float[Tensor, "n vocab"]:
-        """Final norm + unembedding of selected residual rows."""
-        return self.model.unembed(self.normed(x)[None])[0]
-
-    def logits(
-        self,
-        hidden: Float[Tensor, "batch pos d_model"],
-        start: int,
-        positions: Sequence[int],
-        fwd_hooks=(),
-    ) -> Float[Tensor, "batch n vocab"]:
-        """Logits at ``positions`` (the same for every row) from the input of block ``start``."""
-        x = self.normed_at(hidden, start, positions, fwd_hooks)
-        return self.model.unembed(x)
 
     def normed_at(
         self,
